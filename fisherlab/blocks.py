@@ -1,0 +1,412 @@
+"""Named parameter blocks: the unit of Fisher measurement and of unfreezing.
+
+A :class:`BlockMap` maps block names to parameter names of one model:
+``layer.0 … layer.{L-1}`` for the task module of each transformer layer (a
+bottleneck adapter, the LoRA matrices of that layer, or the whole layer for full
+fine-tuning) and ``head`` for the task head. It is discovered from parameter
+names, so nothing here knows a layer count, a model prefix (``bert.``,
+``roberta.``, ``deberta.``) or an adapter name in advance.
+
+Discovery rules (``BlockMap.from_model``):
+
+* the *layer list* is the dotted prefix that precedes a numeric path component
+  (``….encoder.layer.<i>.…``) with the most distinct indices, ties broken by
+  the number of parameters under it;
+* in ``adapter``/``lora`` mode a layer block holds every parameter under layer
+  ``i`` whose path has a component equal to the task-module name (this catches
+  ``adapters.<name>``, ``loras.<name>`` on q/v or any other LoRA target);
+* in ``full`` mode a layer block holds the layer's own weights (parameters of
+  any adapter module are left out);
+* the head is ``heads.<name>`` of an adapters model (the given head, the active
+  head, or the head named like the task module), or everything outside the base
+  model (``classifier``, ``qa_outputs``, ``cls``) of a plain ``AutoModelFor*``.
+
+Parameters matched by neither rule but belonging to the task module (e.g.
+invertible adapters at the embeddings) form an extra block ``shared``; in full
+mode the remaining base weights (embeddings, pooler) form ``embeddings``. Extra
+blocks are measured but never scheduled.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+HEAD = "head"
+MODES = ("auto", "adapter", "lora", "full")
+# Containers under which the ``adapters`` library keeps adapter-method parameters.
+_ADAPTER_CONTAINERS = frozenset(
+    {"adapters", "loras", "prefix_tunings", "invertible_adapters", "refts", "prompt_tuning",
+     "adapter_fusion_layer", "shared_parameters", "prefix_tuning", "vera"}
+)
+
+
+class BlockMapError(ValueError):
+    """A block map cannot be built or used as asked."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """One named block: its layer index (``None`` for head/extra blocks) and parameter names."""
+
+    name: str
+    layer: int | None
+    param_names: tuple[str, ...]
+
+    @property
+    def is_layer(self) -> bool:
+        return self.layer is not None
+
+
+def layer_block_name(layer: int) -> str:
+    """The block name of transformer layer ``layer``."""
+    return f"layer.{layer}"
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """Strip DDP / DataParallel wrappers so names match the bare model's."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model
+
+
+def _named_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return dict(_unwrap(model).named_parameters())
+
+
+def _find_layer_list(names: Sequence[str], exclude: set[str]) -> str:
+    """The dotted prefix of the transformer layer list (``bert.encoder.layer``)."""
+    indices: dict[str, set[int]] = {}
+    counts: dict[str, int] = {}
+    for name in names:
+        if name in exclude:
+            continue
+        parts = name.split(".")
+        for pos, part in enumerate(parts[:-1]):
+            if part.isdigit():
+                prefix = ".".join(parts[:pos])
+                # adapter containers can hold numbered sub-modules too (adapter_down.0)
+                if set(parts[:pos]) & _ADAPTER_CONTAINERS:
+                    break
+                indices.setdefault(prefix, set()).add(int(part))
+                counts[prefix] = counts.get(prefix, 0) + 1
+                break
+    if not indices:
+        raise BlockMapError(
+            "BlockMap.from_model: found no numbered layer list in the parameter names "
+            "(expected names like '<prefix>.encoder.layer.<i>.…'); use BlockMap.from_regex"
+        )
+    return max(indices, key=lambda p: (len(indices[p]), counts[p], p))
+
+
+def _adapter_names(model: torch.nn.Module) -> list[str]:
+    config = getattr(model, "adapters_config", None)
+    if config is None:
+        return []
+    return sorted(getattr(config, "adapters", {}).keys())
+
+
+def _head_names(model: torch.nn.Module) -> list[str]:
+    heads = getattr(model, "heads", None)
+    return sorted(heads.keys()) if isinstance(heads, torch.nn.ModuleDict) else []
+
+
+def _adapter_kind(model: torch.nn.Module, adapter: str, param_names: Iterable[str]) -> str:
+    containers = set()
+    for name in param_names:
+        parts = name.split(".")
+        if adapter in parts:
+            idx = parts.index(adapter)
+            if idx > 0:
+                containers.add(parts[idx - 1])
+    if containers == {"loras"}:
+        return "lora"
+    if "loras" in containers:
+        return "mixed"
+    return "adapter"
+
+
+def _head_param_names(model: torch.nn.Module, names: Sequence[str], head: str | None,
+                      adapter: str | None) -> tuple[str, ...]:
+    bare = _unwrap(model)
+    heads = _head_names(bare)
+    if heads:
+        chosen = head
+        if chosen is None:
+            active = getattr(bare, "active_head", None)
+            if isinstance(active, list):
+                active = active[0] if len(active) == 1 else None
+            if adapter is not None and adapter in heads:
+                chosen = adapter
+            elif isinstance(active, str):
+                chosen = active
+            elif len(heads) == 1:
+                chosen = heads[0]
+        if chosen is None:
+            raise BlockMapError(
+                f"BlockMap.from_model: the model has several heads {heads} and none is active; "
+                "pass head=<name>"
+            )
+        if chosen not in heads:
+            raise BlockMapError(f"BlockMap.from_model: no head named {chosen!r}; the model has heads {heads}")
+        prefix = f"heads.{chosen}."
+        return tuple(n for n in names if n.startswith(prefix))
+    if head is not None:
+        raise BlockMapError(f"BlockMap.from_model: head={head!r} given but the model has no named heads")
+    base_prefix = getattr(bare, "base_model_prefix", "")
+    if base_prefix and hasattr(bare, base_prefix):
+        return tuple(n for n in names if not n.startswith(base_prefix + "."))
+    return ()
+
+
+class BlockMap(Mapping[str, Block]):
+    """Ordered mapping ``layer.0 … layer.{L-1}``, extra blocks, ``head`` -> :class:`Block`."""
+
+    def __init__(self, blocks: Sequence[Block], *, mode: str = "custom", task_name: str | None = None,
+                 layer_prefix: str | None = None) -> None:
+        seen: set[str] = set()
+        for block in blocks:
+            if block.name in seen:
+                raise BlockMapError(f"BlockMap: duplicate block name {block.name!r}")
+            if not block.param_names:
+                raise BlockMapError(f"BlockMap: block {block.name!r} has no parameters")
+            seen.add(block.name)
+        owner: dict[str, str] = {}
+        for block in blocks:
+            for pname in block.param_names:
+                if pname in owner:
+                    raise BlockMapError(
+                        f"BlockMap: parameter {pname!r} is in both {owner[pname]!r} and {block.name!r}"
+                    )
+                owner[pname] = block.name
+        self._blocks = {b.name: b for b in blocks}
+        self._owner = owner
+        self.mode = mode
+        self.task_name = task_name
+        self.layer_prefix = layer_prefix
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, adapter: str | None = None, mode: str = "auto",
+                   head: str | None = None) -> BlockMap:
+        """Discover the blocks of ``model`` for task module ``adapter`` (see module docstring).
+
+        ``mode``: ``"auto"`` (LoRA or bottleneck from the parameter names; ``"full"``
+        when ``adapter`` is None), ``"adapter"``, ``"lora"`` or ``"full"``.
+        """
+        if mode not in MODES:
+            raise BlockMapError(f"BlockMap.from_model: unknown mode {mode!r}; expected one of {MODES}")
+        params = _named_parameters(model)
+        names = list(params)
+        if not names:
+            raise BlockMapError("BlockMap.from_model: the model has no parameters")
+        if adapter is None and mode in ("auto", "full"):
+            mode = "full"
+        elif adapter is None:
+            raise BlockMapError(f"BlockMap.from_model: mode={mode!r} needs adapter=<task module name>")
+        if adapter is not None:
+            known = _adapter_names(_unwrap(model))
+            if adapter not in known:
+                listed = ", ".join(known) if known else "none"
+                raise BlockMapError(
+                    f"BlockMap.from_model: no adapter named {adapter!r}; the model's adapters are: {listed}"
+                )
+        head_params = _head_param_names(model, names, head, adapter)
+        head_set = set(head_params)
+        prefix = _find_layer_list(names, head_set)
+        layer_re = re.compile(re.escape(prefix) + r"\.(\d+)\.") if prefix else re.compile(r"^(\d+)\.")
+
+        if mode == "full":
+            other_adapters = set(_adapter_names(_unwrap(model)))
+            def in_block(parts: list[str]) -> bool:
+                return not (set(parts) & _ADAPTER_CONTAINERS) and not (set(parts) & other_adapters)
+        else:
+            def in_block(parts: list[str]) -> bool:
+                return adapter in parts
+            if mode == "auto":
+                mode = _adapter_kind(model, adapter, [n for n in names if n not in head_set])
+
+        per_layer: dict[int, list[str]] = {}
+        extra: list[str] = []
+        for name in names:
+            if name in head_set:
+                continue
+            parts = name.split(".")
+            if not in_block(parts):
+                continue
+            match = layer_re.match(name)
+            if match:
+                per_layer.setdefault(int(match.group(1)), []).append(name)
+            else:
+                extra.append(name)
+        if not per_layer:
+            raise BlockMapError(
+                f"BlockMap.from_model: no parameters of {adapter or 'the layers'!r} found under the "
+                f"layer list {prefix!r} (mode {mode!r})"
+            )
+        n_layers = max(per_layer) + 1
+        missing = [i for i in range(n_layers) if i not in per_layer]
+        if missing and mode == "full":
+            raise BlockMapError(f"BlockMap.from_model: layers {missing} have no parameters")
+        blocks = [Block(layer_block_name(i), i, tuple(per_layer[i])) for i in sorted(per_layer)]
+        if extra:
+            blocks.append(Block("embeddings" if mode == "full" else "shared", None, tuple(extra)))
+        if head_params:
+            blocks.append(Block(HEAD, None, head_params))
+        return cls(blocks, mode=mode, task_name=adapter, layer_prefix=prefix)
+
+    @classmethod
+    def from_regex(cls, model: torch.nn.Module, layer_pattern: str, head_pattern: str | None = None) -> BlockMap:
+        """Blocks from regular expressions over parameter names.
+
+        ``layer_pattern`` must have one capture group, the layer index (searched, not
+        anchored); ``head_pattern`` selects the head's parameters.
+        """
+        layer_re = re.compile(layer_pattern)
+        if layer_re.groups != 1:
+            raise BlockMapError(
+                f"BlockMap.from_regex: layer_pattern {layer_pattern!r} must have exactly one capture "
+                "group (the layer index)"
+            )
+        head_re = re.compile(head_pattern) if head_pattern else None
+        per_layer: dict[int, list[str]] = {}
+        head: list[str] = []
+        for name in _named_parameters(model):
+            if head_re is not None and head_re.search(name):
+                head.append(name)
+                continue
+            match = layer_re.search(name)
+            if match:
+                try:
+                    index = int(match.group(1))
+                except ValueError as err:
+                    raise BlockMapError(
+                        f"BlockMap.from_regex: capture {match.group(1)!r} of {name!r} is not an integer"
+                    ) from err
+                per_layer.setdefault(index, []).append(name)
+        if not per_layer:
+            raise BlockMapError(f"BlockMap.from_regex: no parameter name matches {layer_pattern!r}")
+        if head_re is not None and not head:
+            raise BlockMapError(f"BlockMap.from_regex: no parameter name matches head {head_pattern!r}")
+        blocks = [Block(layer_block_name(i), i, tuple(per_layer[i])) for i in sorted(per_layer)]
+        if head:
+            blocks.append(Block(HEAD, None, tuple(head)))
+        return cls(blocks, mode="regex")
+
+    # -- mapping protocol ---------------------------------------------------------------
+    def __getitem__(self, name: str) -> Block:
+        try:
+            return self._blocks[name]
+        except KeyError:
+            raise KeyError(f"no block named {name!r}; blocks are {self.names}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._blocks)
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{n}({len(b.param_names)})" for n, b in self._blocks.items())
+        return f"BlockMap(mode={self.mode!r}, task={self.task_name!r}, blocks=[{sizes}])"
+
+    # -- queries ------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        """All block names in order: layers (by index), extra blocks, head."""
+        return list(self._blocks)
+
+    @property
+    def layer_blocks(self) -> list[str]:
+        """The schedulable blocks ``layer.i`` in increasing layer order."""
+        return [n for n, b in self._blocks.items() if b.layer is not None]
+
+    @property
+    def layers(self) -> list[int]:
+        return [b.layer for b in self._blocks.values() if b.layer is not None]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_blocks)
+
+    @property
+    def has_head(self) -> bool:
+        return HEAD in self._blocks
+
+    def layer_name(self, layer: int) -> str:
+        name = layer_block_name(layer)
+        if name not in self._blocks:
+            raise BlockMapError(f"BlockMap: no block for layer {layer}; layers are {self.layers}")
+        return name
+
+    def block_of(self, param_name: str) -> str | None:
+        """The block owning ``param_name`` (DDP's ``module.`` prefix tolerated), or None."""
+        while param_name not in self._owner and param_name.startswith("module."):
+            param_name = param_name[len("module."):]
+        return self._owner.get(param_name)
+
+    def parameters(self, model: torch.nn.Module, name: str) -> dict[str, torch.nn.Parameter]:
+        """The parameters of block ``name`` in ``model`` (by name, no copies)."""
+        block = self[name]
+        params = _named_parameters(model)
+        missing = [p for p in block.param_names if p not in params]
+        if missing:
+            raise BlockMapError(
+                f"BlockMap: block {name!r} names parameters the model does not have: {missing[:3]}"
+            )
+        return {p: params[p] for p in block.param_names}
+
+    def all_parameters(self, model: torch.nn.Module,
+                       names: Iterable[str] | None = None) -> dict[str, torch.nn.Parameter]:
+        """Parameters of several blocks (all by default), in block order."""
+        out: dict[str, torch.nn.Parameter] = {}
+        for name in (self.names if names is None else names):
+            out.update(self.parameters(model, name))
+        return out
+
+    def set_trainable(self, model: torch.nn.Module, names: Iterable[str], trainable: bool) -> None:
+        """Set ``requires_grad`` of the named blocks; freezing also drops ``.grad``."""
+        names = list(names)
+        for name in names:  # validate all before changing anything
+            self[name]
+        for name in names:
+            for param in self.parameters(model, name).values():
+                param.requires_grad_(trainable)
+                if not trainable:
+                    param.grad = None
+
+    def trainable_blocks(self, model: torch.nn.Module) -> list[str]:
+        """Blocks whose parameters all require grad."""
+        params = _named_parameters(model)
+        return [n for n, b in self._blocks.items() if all(params[p].requires_grad for p in b.param_names)]
+
+    def numel(self, model: torch.nn.Module) -> dict[str, int]:
+        """Number of scalar parameters per block."""
+        return {n: sum(p.numel() for p in self.parameters(model, n).values()) for n in self.names}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description (for run metadata)."""
+        return {
+            "mode": self.mode,
+            "task": self.task_name,
+            "layer_prefix": self.layer_prefix,
+            "blocks": {n: {"layer": b.layer, "n_params": len(b.param_names)} for n, b in self._blocks.items()},
+        }
+
+
+def as_block_map(blocks: BlockMap | Mapping[str, Sequence[str]] | None, model: torch.nn.Module,
+                 adapter: str | None = None) -> BlockMap:
+    """Accept a BlockMap, a plain ``{block: [param names]}`` mapping, or None (discover)."""
+    if isinstance(blocks, BlockMap):
+        return blocks
+    if blocks is None:
+        return BlockMap.from_model(model, adapter=adapter)
+    built = []
+    for name, pnames in blocks.items():
+        match = re.fullmatch(r"layer\.(\d+)", name)
+        built.append(Block(name, int(match.group(1)) if match else None, tuple(pnames)))
+    return BlockMap(built)
