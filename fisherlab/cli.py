@@ -6,6 +6,8 @@ Each command is a thin wrapper: it parses options, imports its module lazily
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
@@ -14,6 +16,169 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+testbed_app = typer.Typer(help="The offline synthetic multilingual testbed.", no_args_is_help=True)
+app.add_typer(testbed_app, name="testbed")
+
+
+@testbed_app.command("build")
+def testbed_build(
+    world: str = typer.Option("default", help="World preset: default or tiny."),
+    seed: int = typer.Option(0, help="World seed (part of the cache key)."),
+    out: str = typer.Option(None, help="Testbed directory (default: ~/.cache/fisherlab/testbed/<hash>)."),
+    threads: int = typer.Option(1, help="torch threads for the build (1 is fastest on a loaded 2-core machine)."),
+    force: bool = typer.Option(False, help="Rebuild even if a complete testbed is cached."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Build (or reuse) a testbed: tiny encoder + tokenizer + one language adapter per language."""
+    from fisherlab.testbed import TestbedError, build_testbed, world_config
+
+    try:
+        testbed = build_testbed(world_config(world, seed), out, threads=threads, progress=not quiet, force=force)
+    except (TestbedError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    build = testbed.manifest["build"]
+    typer.echo(f"testbed {testbed.root}")
+    typer.echo(f"languages {', '.join(testbed.languages)} (source {testbed.source_language}); built in "
+               f"{build['wall_seconds']:.0f} s wall / {build['cpu_seconds']:.0f} s CPU with {build['threads']} thread(s)")
+
+
+@app.command("fisher")
+def fisher(
+    model: str = typer.Option(None, "--model", help="Checkpoint path or hub name (AutoAdapterModel; plain "
+                              "AutoModelFor* checkpoints work too). Default: a tiny built-in model."),
+    adapter: str = typer.Option(None, help="Task adapter: a name in the checkpoint or a saved adapter directory."),
+    arch: str = typer.Option("bert", help="Built-in model architecture: bert, xlm-roberta, deberta-v2."),
+    layers: int = typer.Option(2, help="Built-in model: number of layers."),
+    task_module: str = typer.Option("seq_bn", help="Built-in model: seq_bn, seq_bn_inv, double_seq_bn, lora, none."),
+    head: str = typer.Option("classification", help="Built-in model: classification, multiple_choice, qa, tagging, mlm."),
+    data: str = typer.Option(None, help="JSONL file of text rows, tokenised by the model's tokenizer "
+                             "(default: random token batches)."),
+    text_field: Annotated[list[str] | None, typer.Option(
+        help="Text field(s) of --data rows (default: 'text' or the first string fields).")] = None,
+    estimator: str = typer.Option("per_example", help="per_example, exact, batch, empirical or reference."),
+    batches: int = typer.Option(4, help="Number of batches."),
+    batch_size: int = typer.Option(8, help="Examples per batch."),
+    seq_len: int = typer.Option(16, help="Tokens per sequence (random data) / truncation length (--data)."),
+    seed: int = typer.Option(0, help="Seed of the data generator and the label sampler."),
+    out: str = typer.Option(None, help="Write the measurement as JSON here (otherwise print only)."),
+    progress: bool = typer.Option(False, help="Show a progress bar over batches."),
+) -> None:
+    """Measure tr(F) per block of a model (sanity-check a checkpoint); see docs/cli.md."""
+    import json
+    from pathlib import Path
+
+    from fisherlab.fisher.outputs import FisherError
+    from fisherlab.fisher.sanity import (
+        build_tiny,
+        format_table,
+        jsonl_batches,
+        load_checkpoint,
+        load_tokenizer,
+        measure,
+        random_batches,
+        to_json,
+    )
+
+    try:
+        if model is None:
+            module = None if task_module.lower() == "none" else task_module
+            loaded = build_tiny(arch, layers, module, head, seed=seed)
+        else:
+            loaded = load_checkpoint(model, adapter)
+        if data is not None:
+            tokenizer = load_tokenizer(loaded.tokenizer_source)
+            made = jsonl_batches(data, tokenizer, loaded.output, batches, batch_size, seq_len,
+                                 list(text_field or []) or None)
+        else:
+            made = random_batches(loaded.model, loaded.output, batches, batch_size, seq_len, seed)
+        measurement = measure(loaded, made, estimator, seed, progress=progress)
+    except (FisherError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    meta = measurement.meta
+    typer.echo(f"model {loaded.source}; output {meta['output']}; estimator {meta['estimator']} "
+               f"({meta['labels']} labels); {measurement.n_examples} examples in {meta['n_batches']} batches; "
+               f"{meta['mode']} mode, {meta['dtype']}, attention {meta['attn_implementation']}")
+    typer.echo(format_table(measurement))
+    if out is not None:
+        path = Path(out)
+        path.write_text(json.dumps(to_json(measurement, loaded.source), indent=2) + "\n", encoding="utf-8")
+        typer.echo(f"wrote {path}")
+
+
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: str = typer.Argument(None, help="YAML or JSON config file (fields of the run dataclasses and "
+                                 "transformers.TrainingArguments)."),
+    help_fields: bool = typer.Option(False, "--help-fields", help="List every config field and exit."),
+) -> None:
+    """One run: build the MAD-X model, train with unfreezing + probe callbacks, evaluate zero-shot, write the run.
+
+    Any config field can be given or overridden as a flag after the file, HF-style:
+    ``fisherlab train run.yaml --strategy gradual:k=50 --seed 3 --run_dir runs/gu-3``.
+    """
+    from fisherlab.train import ConfigError, _parser, parse_config, run_training
+
+    if help_fields:
+        typer.echo(_parser().format_help())
+        raise typer.Exit(0)
+    args = list(ctx.args)
+    if config is not None and config.startswith("-"):  # no file: the first flag landed here
+        args, config = [config, *args], None
+    try:
+        parsed = parse_config(config, args)
+        run_dir = run_training(parsed)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"run written to {run_dir}")
+
+
+@app.command("analyze")
+def analyze(
+    runs: list[str] = typer.Argument(..., help="Run directories, parents of run directories (any depth) or globs."),  # noqa: B008
+    out: str = typer.Option(..., "--out", "-o", help="Output directory: report.html, figures/, tables/, summary.json."),
+    baseline: str = typer.Option(None, help="Method the relative figure and tables compare against "
+                                 "(default: 'full' if present, else 'standard')."),
+    metric: str = typer.Option(None, help="Result metric to keep, e.g. f1 (default: each run's own)."),
+    delta: float = typer.Option(1.0, help="Grouping threshold in result points (FUN footnote 10)."),
+    window: int = typer.Option(5, help="Centred moving-average window over probe points."),
+    figures: str = typer.Option("all", help="Comma-separated figures: trace, trace_validation, order, relative, "
+                                "feature_result, regulariser, two_stage, or 'all'."),
+    estimators: str = typer.Option("facet", help="Runs with different tr(F) estimators: 'facet' (a panel per "
+                                   "estimator) or 'refuse' (skip such figures, saying why)."),
+    correlation: str = typer.Option("spearman", help="spearman, pearson or kendall."),
+    n_boot: int = typer.Option(2000, help="Bootstrap resamples for confidence intervals."),
+    n_perm: int = typer.Option(2000, help="Permutations for correlation p-values."),
+    seed: int = typer.Option(0, help="Seed of every bootstrap and permutation."),
+    validation_split: str = typer.Option("validation", help="metrics.jsonl split drawn with tr(F) in trace_validation."),
+    regulariser_column: str = typer.Option(None, help="Run column naming the regulariser (default: auto-detected)."),
+    weight_column: str = typer.Option(None, help="Run column with the regulariser weight (default: auto-detected)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar over runs."),
+) -> None:
+    """Analyse a run store: HTML report, PDF/PNG figures, CSV tables, summary.json (see docs/analysis-report.md)."""
+    from fisherlab.report import ReportError, build_report, parse_figures
+
+    try:
+        result = build_report(
+            runs, out, baseline=baseline, metric=metric, delta=delta, window=window,
+            figures=parse_figures(figures), estimator_policy=estimators, correlation=correlation,
+            n_boot=n_boot, n_perm=n_perm, seed=seed, validation_split=validation_split,
+            regulariser_column=regulariser_column, weight_column=weight_column, progress=progress,
+        )
+    except ReportError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    summary = result.summary
+    typer.echo(f"{summary['n_runs']} runs, {summary['n_problems']} problems; "
+               f"{len(result.figures)} figures, {len(result.tables)} tables")
+    for name, reason in result.skipped.items():
+        typer.echo(f"skipped figure {name}: {reason}")
+    typer.echo(f"wrote {result.html}")
 
 
 def main() -> None:

@@ -35,3 +35,11 @@ def shared_data() -> Path:
     if found is None:
         pytest.skip("real data not found: set FISHERLAB_DATA or place ../shared/data beside the repo")
     return found
+
+
+@pytest.fixture(scope="session")
+def tiny_testbed(tmp_path_factory):
+    """The tiny synthetic world, built once per session (seconds) into a temporary directory."""
+    from fisherlab.testbed import build_testbed, tiny_world_config
+
+    return build_testbed(tiny_world_config(seed=0), tmp_path_factory.mktemp("testbed") / "tiny", progress=False)

@@ -1,0 +1,113 @@
+"""Relative performance of methods against a baseline, as grouped bars (FUN Fig. 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from fisherlab.plots._facets import (
+    as_list,
+    facet_axes,
+    facet_titles,
+    finish,
+    finite_rows,
+    label_columns,
+    natural_key,
+    panel_keys,
+    require_columns,
+    select_panel,
+)
+from fisherlab.plots.style import mpl_text, paper_style, resolve_palette
+
+
+def plot_relative_performance(
+    table: pd.DataFrame,
+    *,
+    value: str = "rel_to_baseline",
+    x: str | None = "task",
+    hue: str = "method",
+    panel: str | Sequence[str] | None = ("model",),
+    error: str | tuple[str, str] | None = None,
+    reference: float | None = 0.0,
+    ylabel: str | None = None,
+    palette: Mapping[str, Any] | None = None,
+    col_wrap: int = 3,
+    ax: Axes | None = None,
+) -> Figure:
+    """Bars of ``value`` per ``x`` (task) and ``hue`` (method), one panel per model.
+
+    ``table`` is e.g. ``result_table`` output (``rel_to_baseline`` = method
+    minus baseline) or ``compare_methods`` output (``value="mean"``,
+    ``error=("ci_low", "ci_high")``). ``error`` is a column of symmetric
+    half-widths (e.g. ``"xling_std"``) or a pair of lower/upper bound columns.
+    A horizontal line marks ``reference`` (the baseline level); rows with a
+    non-finite value are not drawn.
+    """
+    what = "plot_relative_performance"
+    x_col = x if x is not None and x in table.columns else None
+    err_cols = [] if error is None else ([error] if isinstance(error, str) else list(error))
+    require_columns(table, [value, hue, *err_cols], what)
+    panel_cols = [c for c in as_list(panel) if c in table.columns and c != x_col]
+    data = finite_rows(table, [value])
+    for c in err_cols:
+        data[c] = pd.to_numeric(data[c], errors="coerce").astype(float)
+    data = label_columns(data, [hue, *panel_cols, *([x_col] if x_col else [])])
+    keys = panel_keys(data, panel_cols) if len(data) else []
+    hues = sorted(data[hue].unique())
+    colors = resolve_palette(hues, palette)
+
+    with paper_style():
+        fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, panel_size=(3.6, 2.8), what=what)
+        common, titles = facet_titles(panel_cols, keys)
+        for axis, key, title in zip(axes, keys, titles, strict=True):
+            part = select_panel(data, panel_cols, key)
+            xs = sorted(set(part[x_col]), key=lambda v: natural_key([v])) if x_col else [""]
+            present = [h for h in hues if h in set(part[hue])]
+            width = 0.8 / max(1, len(present))
+            for j, h in enumerate(present):
+                rows = part.loc[part[hue] == h]
+                for i, xv in enumerate(xs):
+                    cell = rows if x_col is None else rows.loc[rows[x_col] == xv]
+                    if not len(cell):
+                        continue
+                    if len(cell) > 1:
+                        raise ValueError(
+                            f"{what}: {len(cell)} rows for {hue}={h!r}"
+                            + (f", {x_col}={xv!r}" if x_col else "")
+                            + f" in panel {key}; aggregate first (one row per bar)"
+                        )
+                    row = cell.iloc[0]
+                    pos = i - 0.4 + width * (j + 0.5)
+                    yerr = _yerr(row, value, err_cols)
+                    axis.bar(pos, row[value], width=width * 0.95, color=colors[h],
+                             yerr=yerr, capsize=2, error_kw={"lw": 0.8})
+            axis.set_xticks(range(len(xs)))
+            axis.set_xticklabels([mpl_text(v) for v in xs], rotation=30 if len(xs) > 3 else 0)
+            if reference is not None:
+                axis.axhline(reference, color="0.3", lw=0.8)
+            axis.set_ylabel(mpl_text(ylabel if ylabel is not None else value))
+            axis.set_title(title)
+        handles = [Patch(color=colors[h]) for h in hues]
+        fig.legend(handles, [mpl_text(h) for h in hues], title=mpl_text(hue),
+                   loc="outside right upper")
+        finish(fig, common, ax is None)
+    return fig
+
+
+def _yerr(row: pd.Series, value: str, err_cols: list[str]) -> Any:
+    if not err_cols:
+        return None
+    if len(err_cols) == 1:
+        half = float(row[err_cols[0]])
+        return None if not np.isfinite(half) else half
+    low, high = float(row[err_cols[0]]), float(row[err_cols[1]])
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return None
+    v = float(row[value])
+    return np.array([[max(0.0, v - low)], [max(0.0, high - v)]])

@@ -1,0 +1,95 @@
+"""Unfreezing order against the top-down diagonal of gradual unfreezing (FUN Fig. 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from fisherlab.plots._facets import (
+    as_list,
+    facet_axes,
+    facet_titles,
+    finish,
+    finite_rows,
+    label_columns,
+    panel_keys,
+    require_columns,
+    select_panel,
+)
+from fisherlab.plots.style import mpl_text, paper_style, resolve_palette
+
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "*")
+
+
+def plot_unfreezing_order(
+    positions: pd.DataFrame,
+    *,
+    hue: str = "method",
+    panel: str | Sequence[str] | None = ("model", "task"),
+    n_layers: int | None = None,
+    palette: Mapping[str, Any] | None = None,
+    dodge: float = 0.12,
+    col_wrap: int = 3,
+    ax: Axes | None = None,
+) -> Figure:
+    """Mean position at which each layer was unfrozen, per method, with the top-down diagonal.
+
+    ``positions`` is ``mean_unfreeze_position`` output (``method, layer,
+    mean_position, std, n``), optionally with panel columns. x: layer index,
+    y: mean 0-based unfreezing position (error bar ±1 sd over runs); the
+    dashed diagonal is gradual unfreezing's top-down order (layer L-1 first).
+    Rows without a layer (the head) are not drawn. ``n_layers`` defaults to the
+    largest layer index + 1 in each panel.
+    """
+    what = "plot_unfreezing_order"
+    require_columns(positions, [hue, "layer", "mean_position"], what)
+    panel_cols = [c for c in as_list(panel) if c in positions.columns]
+    data = finite_rows(positions, ["layer", "mean_position"])
+    if "std" in data.columns:
+        data["std"] = pd.to_numeric(data["std"], errors="coerce").astype(float)
+    data = label_columns(data, [hue, *panel_cols])
+    keys = panel_keys(data, panel_cols) if len(data) else []
+    hues = sorted(data[hue].unique())
+    colors = resolve_palette(hues, palette)
+    offsets = {h: (i - (len(hues) - 1) / 2) * dodge for i, h in enumerate(hues)}
+
+    with paper_style():
+        fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, panel_size=(3.2, 3.0), what=what)
+        common, titles = facet_titles(panel_cols, keys)
+        for axis, key, title in zip(axes, keys, titles, strict=True):
+            part = select_panel(data, panel_cols, key)
+            top = int(n_layers) if n_layers is not None else int(part["layer"].max()) + 1
+            layers = np.arange(top)
+            axis.plot(layers, top - 1 - layers, ls="--", color="0.5", lw=1, zorder=1)
+            for i, h in enumerate(hues):
+                rows = part.loc[part[hue] == h].sort_values("layer")
+                if not len(rows):
+                    continue
+                err = rows["std"].fillna(0.0).to_numpy() if "std" in rows.columns else None
+                axis.errorbar(
+                    rows["layer"].to_numpy() + offsets[h], rows["mean_position"].to_numpy(),
+                    yerr=err, color=colors[h], marker=MARKERS[i % len(MARKERS)], ms=4,
+                    lw=1, capsize=2, zorder=2,
+                )
+            axis.set_xlabel("layer")
+            axis.set_ylabel("unfreezing position (0 = first)")
+            step = max(1, top // 6)
+            axis.set_xticks(layers[::step])
+            axis.set_yticks(layers[::step])
+            axis.set_xlim(-0.6, top - 0.4)
+            axis.set_ylim(-0.6, top - 0.4)
+            axis.set_title(title)
+        handles = [Line2D([], [], ls="--", color="0.5")]
+        labels = ["top-down (gradual)"]
+        for i, h in enumerate(hues):
+            handles.append(Line2D([], [], color=colors[h], marker=MARKERS[i % len(MARKERS)], lw=1))
+            labels.append(mpl_text(h))
+        fig.legend(handles, labels, title="mean ±1 sd over runs", loc="outside right upper")
+        finish(fig, common, ax is None)
+    return fig

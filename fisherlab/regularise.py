@@ -1,0 +1,393 @@
+"""Regularised training: task loss + regulariser terms, for custom loops and the HF Trainer.
+
+A *term* is a callable ``term(model, batch, outputs, *, step, rng, view_outputs, view_rows)
+-> Tensor`` with a ``name`` and a ``fusable`` flag: :class:`~fisherlab.fisher.penalty.FisherPenalty`,
+:class:`~fisherlab.fisher.penalty.L2`, :class:`~fisherlab.fisher.consistency.Consistency`.
+:func:`regularised_loss` runs one forward for the task loss and all fusable consistency
+views (their rows appended to the batch; the task loss sees only the clean rows, whose view
+copies carry ignored labels), then adds every term:
+
+    total = task loss + sum_k term_k
+
+Trainer integration: :class:`RegularisedTrainerMixin` (or ``make_regularised_trainer(Trainer)``,
+also for ``adapters.AdapterTrainer``) overrides ``compute_loss``; each term's value and the
+task loss are averaged over the logging interval, added to the Trainer's ``log`` as
+``reg/<name>`` and ``task_loss``, and written to the run's ``metrics.jsonl`` through an
+optional ``writer`` (``log_metric(step, split, language, metric, value)``). Under gradient
+accumulation the terms are scaled exactly as the Trainer scales the task loss. Values are
+per-rank (not all-reduced) under DDP.
+
+Strings (``regulariser_from_string``)::
+
+    fisher_penalty:alpha=0.01,method=finite_difference
+    consistency:view=dropout,weight=1.0
+    l2:weight=0.01,to=init
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fisherlab.fisher.consistency import (
+    DIVERGENCES,
+    REDUCTIONS,
+    Consistency,
+    Dropout,
+    EmbeddingNoise,
+    ParameterNoise,
+    Resegment,
+    View,
+    ViewRows,
+)
+from fisherlab.fisher.penalty import (
+    METHODS,
+    TEXT_KEYS,
+    L2,
+    FisherPenalty,
+    RegulariserError,
+    RNGSnapshot,
+    batch_size_of,
+    slice_batch,
+    unwrap_model,
+)
+
+Term = Any  # FisherPenalty | L2 | Consistency | any callable with .name and .fusable
+ForwardFn = Callable[[torch.nn.Module, dict[str, Any]], tuple[Tensor, Any]]
+
+
+# --------------------------------------------------------------------------------------
+# the loss
+# --------------------------------------------------------------------------------------
+def _default_forward(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[Tensor, Any]:
+    outputs = model(**batch)
+    loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]
+    if loss is None:
+        raise RegulariserError("the model returned no loss: the batch needs its labels")
+    return loss, outputs
+
+
+def _pad_value(key: str, model: torch.nn.Module) -> int:
+    if key == "input_ids":
+        pad = getattr(getattr(unwrap_model(model), "config", None), "pad_token_id", None)
+        return int(pad) if pad is not None else 0
+    if key == "labels":
+        return -100
+    return 0
+
+
+def _fuse(model: torch.nn.Module, batch: Mapping[str, Any], views: Sequence[ViewRows]) -> dict[str, Any]:
+    """Clean rows then each view's rows, padded on the right to a common length. View rows get
+    ignored labels (-100; QA positions = the ignored index seq_len) so the task loss is the
+    clean batch's."""
+    parts = [dict(batch)] + [dict(v.batch) for v in views]
+    keys = [k for k, v in batch.items() if isinstance(v, Tensor)]
+    seq_keys = [k for k in keys if k in ("input_ids", "attention_mask", "token_type_ids")]
+    width = max(int(p["input_ids"].shape[-1]) for p in parts) if "input_ids" in batch else None
+    fused: dict[str, Any] = {}
+    for key in keys:
+        pieces = []
+        for index, part in enumerate(parts):
+            value = part.get(key)
+            if value is None and index > 0:
+                if key in ("start_positions", "end_positions"):
+                    value = torch.full_like(batch[key], width if width is not None else -1)
+                elif key == "labels":
+                    value = torch.full_like(batch[key], -100)
+                else:
+                    raise RegulariserError(f"a consistency view has no field {key!r} for the fused forward")
+            elif index > 0 and key == "labels":
+                value = torch.full_like(value, -100)
+            if width is not None and (key in seq_keys or (key == "labels" and value.dim() == batch["input_ids"].dim())):
+                extra = width - int(value.shape[-1])
+                if extra:
+                    value = torch.nn.functional.pad(value, (0, extra), value=_pad_value(key, model))
+            pieces.append(value)
+        fused[key] = torch.cat(pieces, dim=0)
+    if width is not None and any(k in batch for k in ("start_positions", "end_positions")):
+        for key in ("start_positions", "end_positions"):
+            if key in fused:  # the clean rows' positions stay; view rows point at the ignored index
+                fused[key][batch_size_of(batch):] = width
+    return fused
+
+
+def _split_outputs(outputs: Any, total: int, start: int, stop: int) -> dict[str, Any]:
+    keys = outputs.keys() if isinstance(outputs, Mapping) else []
+    out: dict[str, Any] = {}
+    for key in keys:
+        value = outputs[key]
+        if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == total:
+            out[key] = value[start:stop]
+        elif isinstance(value, tuple) and value and all(isinstance(v, Tensor) and v.shape[0] == total
+                                                         for v in value):
+            out[key] = tuple(v[start:stop] for v in value)
+    return out
+
+
+def regularised_loss(model: torch.nn.Module, batch: Mapping[str, Any], terms: Sequence[Term], *, step: int = 0,
+                     forward: ForwardFn | None = None) -> tuple[Tensor, dict[str, Tensor], Any]:
+    """``(total, parts, outputs)``: ``parts`` has ``"task_loss"`` and one entry per term name;
+    ``outputs`` are the model's outputs on the clean rows. ``forward(model, batch) -> (loss,
+    outputs)`` computes the task loss (default: the model's own ``loss``); it receives the
+    batch without raw-text fields."""
+    forward = forward or _default_forward
+    clean = {k: v for k, v in batch.items() if k not in TEXT_KEYS}
+    size = batch_size_of(clean)
+    fused_views: list[tuple[Term, ViewRows]] = []
+    for term in terms:
+        if getattr(term, "fusable", False):
+            fused_views.append((term, term.rows(model, batch, step)))
+    rng: RNGSnapshot | None = None
+    view_outputs: dict[int, tuple[Any, ViewRows]] = {}
+    if fused_views:
+        fused = _fuse(model, clean, [rows for _, rows in fused_views])
+        total = batch_size_of(fused)
+        contexts = []
+        offset = size
+        for _, rows in fused_views:
+            contexts.append(rows.context(model, offset, total))
+            offset += batch_size_of(rows.batch)
+        for ctx in contexts:
+            ctx.__enter__()
+        try:
+            loss, outputs_all = forward(model, fused)
+        finally:
+            for ctx in reversed(contexts):
+                ctx.__exit__(None, None, None)
+        outputs = _split_outputs(outputs_all, total, 0, size)
+        clean_view = slice_batch(fused, 0, size)
+        offset = size
+        for term, rows in fused_views:
+            n = batch_size_of(rows.batch)
+            view_outputs[id(term)] = (_split_outputs(outputs_all, total, offset, offset + n), rows)
+            offset += n
+        term_batch: Mapping[str, Any] = clean_view
+    else:
+        rng = RNGSnapshot(unwrap_model(model))
+        loss, outputs = forward(model, clean)
+        term_batch = clean
+    parts: dict[str, Tensor] = {"task_loss": loss}
+    total_loss = loss
+    for name, term in zip(_unique_names(terms), terms, strict=True):
+        extra = {}
+        if id(term) in view_outputs:
+            extra = {"view_outputs": view_outputs[id(term)][0], "view_rows": view_outputs[id(term)][1]}
+        value = term(model, term_batch, outputs, step=step, rng=rng, **extra)
+        parts[name] = value
+        total_loss = total_loss + value
+    return total_loss, parts, outputs
+
+
+def _unique_names(terms: Sequence[Term]) -> list[str]:
+    names, seen = [], {}
+    for term in terms:
+        base = getattr(term, "name", type(term).__name__.lower())
+        seen[base] = seen.get(base, 0) + 1
+        names.append(base if seen[base] == 1 else f"{base}.{seen[base]}")
+    return names
+
+
+# --------------------------------------------------------------------------------------
+# configuration strings
+# --------------------------------------------------------------------------------------
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true/false")
+
+
+def _sub_batch(text: str) -> int | float | None:
+    if text.lower() in ("none", ""):
+        return None
+    return int(text) if text.isdigit() else float(text)
+
+
+def _opt_int(text: str) -> int | None:
+    return None if text.lower() in ("none", "") else int(text)
+
+
+_PENALTY_KEYS: dict[str, Callable[[str], Any]] = {
+    "alpha": float, "method": str, "scaled": _boolean, "h": float, "sub_batch": _sub_batch, "seed": int,
+    "output": str,
+}
+_L2_KEYS: dict[str, Callable[[str], Any]] = {"weight": float, "to": str}
+_CONSISTENCY_KEYS: dict[str, Callable[[str], Any]] = {
+    "view": str, "weight": float, "divergence": str, "stop_grad": _boolean, "reduction": str, "output": str,
+}
+_VIEW_KEYS: dict[str, dict[str, Callable[[str], Any]]] = {
+    "dropout": {},
+    "embedding_noise": {"eps": float, "dist": str, "seed": int},
+    "parameter_noise": {"sigma": float, "seed": int},
+    "resegment": {"dropout": float, "alpha": float, "seed": int, "max_length": _opt_int},
+}
+_VIEW_ALIASES = {"dropout": "dropout", "rdrop": "dropout", "r-drop": "dropout",
+                 "embedding_noise": "embedding_noise", "r3f": "embedding_noise", "embedding": "embedding_noise",
+                 "parameter_noise": "parameter_noise", "parameter": "parameter_noise",
+                 "resegment": "resegment", "subword": "resegment", "mvr": "resegment"}
+_KINDS = ("fisher_penalty", "consistency", "l2")
+_KIND_ALIASES = {"fisher_penalty": "fisher_penalty", "fisher": "fisher_penalty", "fpen": "fisher_penalty",
+                 "consistency": "consistency", "kl": "consistency", "l2": "l2"}
+_CHOICES = {"method": METHODS, "divergence": DIVERGENCES, "reduction": REDUCTIONS, "to": L2.TARGETS,
+            "dist": EmbeddingNoise.DISTS}
+
+
+def _parse_fields(spec: str, body: str, allowed: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in body.split(","))):
+        if "=" not in item:
+            raise RegulariserError(f"regulariser {spec!r}: {item!r} is not key=value; allowed keys: "
+                                   f"{', '.join(allowed)}")
+        key, raw = (x.strip() for x in item.split("=", 1))
+        if key not in allowed:
+            raise RegulariserError(f"regulariser {spec!r}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+        if key in values:
+            raise RegulariserError(f"regulariser {spec!r}: key {key!r} given twice")
+        try:
+            value = allowed[key](raw)
+        except ValueError as err:
+            expected = getattr(allowed[key], "__name__", "value").lstrip("_")
+            raise RegulariserError(f"regulariser {spec!r}: bad value {raw!r} for key {key!r} "
+                                   f"(expected {expected}: {err})") from None
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise RegulariserError(f"regulariser {spec!r}: bad value {raw!r} for key {key!r}; allowed: "
+                                   f"{', '.join(_CHOICES[key])}")
+        values[key] = value
+    return values
+
+
+def regulariser_from_string(spec: str, *, tokenizer: Any = None) -> Term:
+    """Build one term from ``kind:key=value,...`` (kinds: ``fisher_penalty``, ``consistency``,
+    ``l2``). ``tokenizer`` is needed by ``consistency:view=resegment``."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise RegulariserError(f"regulariser spec must be a non-empty string like "
+                               f"'fisher_penalty:alpha=0.01'; got {spec!r}")
+    head, _, body = spec.strip().partition(":")
+    kind = _KIND_ALIASES.get(head.strip().lower())
+    if kind is None:
+        raise RegulariserError(f"regulariser {spec!r}: unknown kind {head.strip()!r}; allowed kinds: "
+                               f"{', '.join(_KINDS)}")
+    if kind == "fisher_penalty":
+        return FisherPenalty(**_parse_fields(spec, body, _PENALTY_KEYS))
+    if kind == "l2":
+        return L2(**_parse_fields(spec, body, _L2_KEYS))
+    # consistency: the view decides which extra keys are allowed
+    view_name = None
+    for item in body.split(","):
+        key, _, raw = item.partition("=")
+        if key.strip() == "view":
+            view_name = _VIEW_ALIASES.get(raw.strip().lower())
+            if view_name is None:
+                raise RegulariserError(f"regulariser {spec!r}: bad value {raw.strip()!r} for key 'view'; "
+                                       f"allowed: {', '.join(_VIEW_KEYS)}")
+    if view_name is None:
+        raise RegulariserError(f"regulariser {spec!r}: consistency needs view=...; allowed views: "
+                               f"{', '.join(_VIEW_KEYS)}")
+    fields = _parse_fields(spec, body, {**_CONSISTENCY_KEYS, **_VIEW_KEYS[view_name]})
+    fields.pop("view")
+    view_args = {k: fields.pop(k) for k in list(fields) if k in _VIEW_KEYS[view_name]}
+    view: View
+    if view_name == "dropout":
+        view = Dropout()
+    elif view_name == "embedding_noise":
+        view = EmbeddingNoise(**view_args)
+    elif view_name == "parameter_noise":
+        view = ParameterNoise(**view_args)
+    else:
+        if tokenizer is None:
+            raise RegulariserError(f"regulariser {spec!r}: view=resegment needs the tokenizer (pass tokenizer=..., "
+                                   "or give the Trainer a processing_class)")
+        view = Resegment(tokenizer, **view_args)
+    return Consistency(view, **fields)
+
+
+def regularisers_from_strings(specs: str | Iterable[str | Term] | None, *, tokenizer: Any = None) -> list[Term]:
+    """Terms from strings (``;``-separated or a list) or ready-made term objects."""
+    if specs is None:
+        return []
+    if isinstance(specs, str):
+        specs = [s for s in (part.strip() for part in specs.split(";")) if s]
+    return [regulariser_from_string(s, tokenizer=tokenizer) if isinstance(s, str) else s for s in specs]
+
+
+# --------------------------------------------------------------------------------------
+# the Trainer
+# --------------------------------------------------------------------------------------
+class RegularisedTrainerMixin:
+    """Adds ``regularisers`` (terms or strings) to a ``transformers.Trainer`` subclass.
+
+    ``RegularisedTrainer = make_regularised_trainer(Trainer)`` then
+    ``RegularisedTrainer(model, args, ..., regularisers=["l2:weight=0.01"], writer=run_writer)``.
+    The batches may carry ``words`` (for ``Resegment``): they are kept as a dataset column and
+    never passed to the model.
+    """
+
+    def __init__(self, *args: Any, regularisers: str | Iterable[str | Term] | None = None,
+                 writer: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tokenizer = getattr(self, "processing_class", None)
+        self.regularisers: list[Term] = regularisers_from_strings(regularisers, tokenizer=tokenizer)
+        self.regulariser_writer = writer
+        self._reg_sums: dict[str, float] = {}
+        self._reg_count = 0
+
+    # raw-text columns survive the Trainer's column removal and never reach the model
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if self._signature_columns is not None:
+            self._signature_columns = list(dict.fromkeys([*self._signature_columns, *TEXT_KEYS]))
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = {k: v for k, v in inputs.items() if k not in TEXT_KEYS}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.regularisers or not model.training:
+            inputs = {k: v for k, v in inputs.items() if k not in TEXT_KEYS}
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        parent = super()
+
+        def forward(m: torch.nn.Module, b: dict[str, Any]) -> tuple[Tensor, Any]:
+            return parent.compute_loss(m, b, return_outputs=True, num_items_in_batch=num_items_in_batch)
+
+        total, parts, outputs = regularised_loss(model, inputs, self.regularisers, step=self.state.global_step,
+                                                 forward=forward)
+        # The Trainer divides the returned loss by the accumulation steps unless the model's
+        # loss is already normalised by num_items_in_batch: match it for the (per-batch) terms.
+        trainer_divides = (not self.model_accepts_loss_kwargs or num_items_in_batch is None) \
+            and self.compute_loss_func is None
+        if not trainer_divides:
+            steps = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+            terms = total - parts["task_loss"]
+            total = parts["task_loss"] + terms / max(1, steps)
+        for name, value in parts.items():
+            key = name if name == "task_loss" else f"reg/{name}"
+            self._reg_sums[key] = self._reg_sums.get(key, 0.0) + float(value.detach())
+        self._reg_count += 1
+        return (total, outputs) if return_outputs else total
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self._reg_count:
+            averages = {k: v / self._reg_count for k, v in self._reg_sums.items()}
+            logs.update(averages)
+            self._reg_sums, self._reg_count = {}, 0
+            if self.regulariser_writer is not None and self.is_world_process_zero():
+                for key, value in averages.items():
+                    self.regulariser_writer.log_metric(self.state.global_step, "train", None, key, value)
+        super().log(logs, *args, **kwargs)
+
+
+def make_regularised_trainer(trainer_class: type) -> type:
+    """``trainer_class`` (``Trainer``, ``AdapterTrainer``, ...) with :class:`RegularisedTrainerMixin`."""
+    return type(f"Regularised{trainer_class.__name__}", (RegularisedTrainerMixin, trainer_class), {})
+
+
+__all__ = ["Consistency", "Dropout", "EmbeddingNoise", "FisherPenalty", "L2", "ParameterNoise",
+           "RegularisedTrainerMixin", "RegulariserError", "Resegment", "make_regularised_trainer",
+           "regularised_loss", "regulariser_from_string", "regularisers_from_strings"]

@@ -1,0 +1,84 @@
+"""The run-store schema: file names, the format version and the fields of each record.
+
+One place that both the writer (training side) and the reader (analysis side) consult,
+so the two cannot drift apart. Field specs are ``name -> (kind, required)``; kinds are
+checked by the reader (see ``docs/run-format.md`` for units and meaning).
+"""
+
+from __future__ import annotations
+
+FORMAT_VERSION = 1
+"""Current format version, written as ``"format": 1`` in ``run.json``.
+
+Changes within a version are additive only (new optional fields, new files); a reader
+ignores fields it does not know. Anything else bumps the version, and readers reject
+versions they do not know with :class:`RunFormatError`.
+"""
+
+SUPPORTED_FORMATS = frozenset({1})
+
+RUN_JSON = "run.json"
+RESULTS_JSON = "results.json"
+FISHER_JSONL = "fisher.jsonl"
+SCHEDULE_JSONL = "schedule.jsonl"
+METRICS_JSONL = "metrics.jsonl"
+JSONL_FILES = (FISHER_JSONL, SCHEDULE_JSONL, METRICS_JSONL)
+
+STATUSES = ("running", "completed", "failed")
+FINISHED_STATUSES = ("completed", "failed")
+
+# kind: "int" (integer-valued number), "float" (number, may be non-finite in the file),
+# "str", "str|null", "bool|null", "list[str]", "dict", "number|null", "int|null".
+FISHER_FIELDS: dict[str, tuple[str, bool]] = {
+    "step": ("int", True),
+    "block": ("str", True),
+    "layer": ("int|null", False),
+    "trace": ("float", True),
+    "stderr": ("number|null", False),
+    "trainable": ("bool|null", False),
+    "n_examples": ("int|null", False),
+    "estimator": ("str|null", False),
+}
+SCHEDULE_FIELDS: dict[str, tuple[str, bool]] = {
+    "step": ("int", True),
+    "event": ("str", True),
+    "blocks": ("list[str]", True),
+    "strategy": ("str|null", False),
+    "scores": ("dict", False),
+}
+METRICS_FIELDS: dict[str, tuple[str, bool]] = {
+    "step": ("int", True),
+    "split": ("str", True),
+    "language": ("str|null", False),
+    "metric": ("str", True),
+    "value": ("float", True),
+}
+RESULTS_FIELDS: dict[str, tuple[str, bool]] = {
+    "metric": ("str", True),
+    "source_language": ("str", True),
+    "per_language": ("dict", True),
+}
+RUN_FIELDS: dict[str, tuple[str, bool]] = {
+    "format": ("int", True),
+    "run_id": ("str", True),
+    "created": ("str", True),
+    "status": ("str", True),
+    "config": ("dict", True),
+    "fisher": ("dict", False),
+    "env": ("dict", False),
+}
+
+# Rows that repeat one of these keys are duplicates; the reader keeps the last one.
+DEDUP_KEYS: dict[str, tuple[str, ...]] = {
+    FISHER_JSONL: ("step", "block"),
+    SCHEDULE_JSONL: ("step", "event", "blocks_key"),
+    METRICS_JSONL: ("step", "split", "language", "metric"),
+}
+
+
+class RunFormatError(ValueError):
+    """A run directory or file does not follow the run-store format (message says where)."""
+
+
+class RunExistsError(FileExistsError):
+    """``RunWriter.create`` found a finished run in the directory and ``overwrite`` is False."""

@@ -1,0 +1,88 @@
+"""XCOPA (Ponti et al., 2020): causal commonsense reasoning, two choices; trained on English COPA.
+
+Files (the layout of the XCOPA release): ``<data_dir>/xcopa/<lang>/{val,test}.<lang>.jsonl``
+and, for the English source, ``<data_dir>/copa/{train,val,test}.en.jsonl`` (same
+fields). Each choice is encoded as the pair ``(premise + question prompt, choice)``;
+the prompt is English for every language (XCOPA's ``question`` field is English).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fisherlab.tasks._data import resolve_data_dir
+from fisherlab.tasks.base import ClassificationTask
+
+PROMPTS = {"cause": "What was the cause?", "effect": "What happened as a result?"}
+_SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}
+_FIELDS = ("premise", "choice1", "choice2", "question", "label")
+
+
+class XCOPATask(ClassificationTask):
+    """``get_task("xcopa", data_dir=...)``: languages are the XCOPA folders found, plus the source.
+
+    ``max_examples`` keeps the first n examples of each file (smoke runs).
+    """
+
+    head = "multiple_choice"
+    num_labels = 2
+    metric = "accuracy"
+
+    def __init__(self, data_dir: str | Path | None = None, *, source_language: str = "en",
+                 max_length: int = 128, max_examples: int | None = None, name: str = "xcopa") -> None:
+        self.name = name
+        self.max_examples = max_examples
+        self.root = resolve_data_dir(data_dir, name, "xcopa")
+        self.copa_root = self.root.parent / "copa"
+        self.source_language = source_language
+        self.max_length = max_length
+        found = sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
+        if not found:
+            raise ValueError(f"{name}: no <lang>/*.jsonl folders under {self.root}")
+        self.languages = tuple(dict.fromkeys([source_language, *found]))
+
+    def path(self, split: str, language: str) -> Path:
+        self.check_split(split, language)
+        stem = f"{_SPLIT_FILES[split]}.{language}.jsonl"
+        if language == self.source_language and not (self.root / language).is_dir():
+            return self.copa_root / stem
+        return self.root / language / stem
+
+    def examples(self, split: str, language: str) -> list[dict[str, Any]]:
+        """The raw examples, validated (file and line named on error)."""
+        path = self.path(split, language)
+        if not path.is_file():
+            hint = " (XCOPA has only val/test; train on English COPA)" if split == "train" else ""
+            raise ValueError(f"{self.name}: no {split} file for {language!r}: {path} does not exist{hint}")
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{self.name}: {path}:{number} is not JSON ({err})") from err
+            missing = [f for f in _FIELDS if f not in row]
+            if missing:
+                raise ValueError(f"{self.name}: {path}:{number} lacks field(s) {missing}")
+            if row["question"] not in PROMPTS:
+                raise ValueError(f"{self.name}: {path}:{number} question {row['question']!r} not in {list(PROMPTS)}")
+            if row["label"] not in (0, 1):
+                raise ValueError(f"{self.name}: {path}:{number} label {row['label']!r} not 0 or 1")
+            rows.append(row)
+        return rows[: self.max_examples] if self.max_examples is not None else rows
+
+    def load(self, split: str, language: str, tokenizer: Any = None):
+        """Dataset with per-choice ``input_ids``/``attention_mask``/(``token_type_ids``) lists and ``labels``."""
+        from datasets import Dataset
+
+        if tokenizer is None:
+            raise ValueError(f"{self.name}: load needs the model's tokenizer")
+        rows = self.examples(split, language)
+        firsts = [f"{r['premise']} {PROMPTS[r['question']]}" for r in rows for _ in range(2)]
+        seconds = [r[choice] for r in rows for choice in ("choice1", "choice2")]
+        enc = tokenizer(firsts, seconds, truncation=True, max_length=self.max_length)
+        columns = {key: [enc[key][i:i + 2] for i in range(0, len(firsts), 2)] for key in enc.keys()}
+        return Dataset.from_dict({**columns, "labels": [r["label"] for r in rows]})

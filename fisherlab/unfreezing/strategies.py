@@ -1,0 +1,468 @@
+"""Unfreezing strategies: the SELECT of Algorithm 1 (generalised scheduled unfreezing).
+
+Algorithm 1 of the FUN paper: at every step ``i`` with ``i mod k == 0`` and
+``i <= k*L`` a strategy selects frozen layer blocks to unfreeze; unfrozen blocks
+stay unfrozen and the head is always trainable. A strategy here is only that
+selection rule (plus which steps are decision steps); applying it to a model,
+remembering what is unfrozen and checkpointing lives in
+:mod:`fisherlab.unfreezing.schedule`.
+
+Strategies are configured by plain strings so they fit in configs and run names::
+
+    "standard"                      everything trainable from step 0
+    "lpft:k=800"                    head only for k steps, then all task blocks
+    "gradual:k=800"                 top layer at step 0, the next one down every k steps (GU)
+    "reverse:k=800"                 bottom-up
+    "permutation:order=5,4,0,1,2,3;k=50"   a given order of layer indices
+    "random:k=50;seed=0"            next block drawn uniformly from the frozen ones (+Rand)
+    "fisher:k=50;estimator=per_example;n_batches=40"   FUN: the frozen block with the largest tr(F)
+    "surgical:blocks=layer.2,layer.3"   a fixed subset only
+
+``strategy.to_string()`` gives the canonical string back; ``register_strategy(name)``
+adds user strategies to the same parser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, get_type_hints
+
+import numpy as np
+
+from fisherlab.blocks import HEAD, BlockMap
+
+
+class StrategyError(ValueError):
+    """A strategy string/config is malformed or does not fit the model's blocks."""
+
+
+@dataclass(frozen=True)
+class SelectionState:
+    """What a strategy sees when it selects: the step and which layer blocks are frozen.
+
+    ``measure(block_names)`` returns tr(F) per block (probe-backed; only strategies
+    that ask for it via ``needs_measurement`` get one).
+    """
+
+    step: int
+    decision: int
+    blocks: BlockMap
+    frozen: tuple[str, ...]
+    unfrozen: tuple[str, ...]
+    measure: Callable[[Sequence[str]], Mapping[str, float]] | None = None
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
+    """Class decorator: make ``name`` parseable by :func:`strategy_from_string`.
+
+    The class must be a dataclass subclass of :class:`Strategy`; its fields are the
+    string's keys (int, float, str, bool, lists of int/str, ``None`` defaults allowed).
+    """
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise StrategyError(f"register_strategy: invalid name {name!r} (letters, digits, '_' and '-')")
+
+    def decorate(cls: type[Strategy]) -> type[Strategy]:
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise StrategyError(f"register_strategy({name!r}): {cls!r} is not a Strategy subclass")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise StrategyError(f"register_strategy: a strategy named {name!r} is already registered "
+                                f"({_REGISTRY[name].__qualname__})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def available_strategies() -> list[str]:
+    """Names accepted by :func:`strategy_from_string`."""
+    return sorted(_REGISTRY)
+
+
+@dataclass
+class Strategy:
+    """Base class: a selection rule for Algorithm 1.
+
+    Subclasses are dataclasses whose fields are their configuration. Override
+    :meth:`select`; override :meth:`is_decision_step` for non-periodic rules,
+    :meth:`validate` for checks against a BlockMap, :meth:`state_dict` /
+    :meth:`load_state_dict` if the strategy keeps state between decisions.
+    """
+
+    name: ClassVar[str] = ""
+    needs_measurement: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        k = getattr(self, "k", None)
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k <= 0):
+            raise StrategyError(f"{self.name or type(self).__name__}: k must be a positive integer, got {k!r}")
+
+    # -- the rule -----------------------------------------------------------------------
+    def is_decision_step(self, step: int, n_layers: int) -> bool:
+        """Algorithm 1: ``step mod k == 0 and step <= k * L``."""
+        k = getattr(self, "k", None)
+        if k is None:
+            return step == 0
+        return step % k == 0 and step <= k * n_layers
+
+    def select(self, state: SelectionState) -> list[str]:
+        """The frozen layer blocks to unfreeze now (a subset of ``state.frozen``)."""
+        raise NotImplementedError
+
+    def validate(self, blocks: BlockMap) -> None:
+        """Raise :class:`StrategyError` if the strategy cannot run on ``blocks``."""
+        if not blocks.layer_blocks:
+            raise StrategyError(f"{self.name}: the BlockMap has no layer blocks to schedule: {blocks!r}")
+
+    # -- configuration ------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """The configuration as an ordered dict (the string's keys)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+
+    def to_string(self) -> str:
+        """Canonical string form; ``strategy_from_string(s.to_string()) == s``."""
+        parts = []
+        for key, value in self.params().items():
+            if value is None:
+                continue
+            parts.append(f"{key}={_format_value(value)}")
+        return self.name + (":" + ";".join(parts) if parts else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form ``{"name": ..., **params}`` (JSON-able)."""
+        out: dict[str, Any] = {"name": self.name}
+        for key, value in self.params().items():
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state kept between decisions (none for the built-in strategies)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            raise StrategyError(f"{self.name}: unexpected strategy state {dict(state)!r}")
+
+    def __str__(self) -> str:
+        return self.to_string()
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_format_value(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _top_down(state: SelectionState) -> list[str]:
+    return sorted(state.frozen, key=lambda b: state.blocks[b].layer, reverse=True)
+
+
+@register_strategy("standard")
+@dataclass
+class Standard(Strategy):
+    """Every task block trainable from step 0 (standard adapter training)."""
+
+    def select(self, state: SelectionState) -> list[str]:
+        return list(state.frozen)
+
+
+@register_strategy("lpft")
+@dataclass
+class LPFT(Strategy):
+    """Linear probing then fine-tuning: head only for ``k`` steps, then every task block."""
+
+    k: int = 800
+
+    def is_decision_step(self, step: int, n_layers: int) -> bool:
+        return step in (0, self.k)
+
+    def select(self, state: SelectionState) -> list[str]:
+        return list(state.frozen) if state.step >= self.k else []
+
+
+@register_strategy("gradual")
+@dataclass
+class Gradual(Strategy):
+    """Gradual unfreezing (GU), top-down: layer L-1 at step 0, the next one every k steps."""
+
+    k: int = 800
+
+    def select(self, state: SelectionState) -> list[str]:
+        order = _top_down(state)
+        return order[:1]
+
+
+@register_strategy("reverse")
+@dataclass
+class Reverse(Strategy):
+    """Bottom-up gradual unfreezing: layer 0 at step 0, the next one up every k steps."""
+
+    k: int = 800
+
+    def select(self, state: SelectionState) -> list[str]:
+        order = _top_down(state)
+        return order[-1:]
+
+
+@register_strategy("permutation")
+@dataclass
+class Permutation(Strategy):
+    """A given order of layer indices, one every k steps (``order`` is a permutation of the layers)."""
+
+    order: tuple[int, ...] = ()
+    k: int = 800
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            self.order = tuple(int(i) for i in self.order)
+        except (TypeError, ValueError) as err:
+            raise StrategyError(f"permutation: order must be layer indices, got {self.order!r}") from err
+        if not self.order:
+            raise StrategyError("permutation: order is empty; give e.g. order=5,4,0,1,2,3")
+
+    def validate(self, blocks: BlockMap) -> None:
+        super().validate(blocks)
+        layers = sorted(blocks.layers)
+        if sorted(self.order) != layers:
+            dupes = sorted({i for i in self.order if self.order.count(i) > 1})
+            missing = sorted(set(layers) - set(self.order))
+            unknown = sorted(set(self.order) - set(layers))
+            detail = "; ".join(
+                f"{what}: {vals}" for what, vals in
+                (("repeated", dupes), ("missing", missing), ("not a layer", unknown)) if vals
+            )
+            raise StrategyError(
+                f"permutation: order {list(self.order)} is not a permutation of the model's layers "
+                f"{layers} ({detail})"
+            )
+
+    def select(self, state: SelectionState) -> list[str]:
+        frozen = set(state.frozen)
+        for layer in self.order:
+            name = state.blocks.layer_name(layer)
+            if name in frozen:
+                return [name]
+        return []
+
+
+@register_strategy("random")
+@dataclass
+class Random(Strategy):
+    """+Rand: the next block drawn uniformly from the frozen ones, every k steps.
+
+    Each draw uses ``numpy.random.default_rng([seed, step])``: the schedule is a
+    function of (seed, step, frozen set), so it is identical on every DDP rank and
+    after resuming, with no generator state to carry.
+    """
+
+    k: int = 800
+    seed: int = 0
+
+    def select(self, state: SelectionState) -> list[str]:
+        if not state.frozen:
+            return []
+        rng = np.random.default_rng([int(self.seed), int(state.step)])
+        return [state.frozen[int(rng.integers(len(state.frozen)))]]
+
+
+@register_strategy("fisher")
+@dataclass
+class Fisher(Strategy):
+    """FUN: measure tr(F) of every task block (frozen ones included), unfreeze the frozen
+    block with the largest trace (ties go to the higher layer).
+
+    The measurement settings are the probe's: ``estimator`` (``per_example``, ``exact``,
+    ``batch``, ``empirical``, ``reference`` = the released code), ``n_batches`` (at most
+    that many training batches; the paper uses 40), ``batch_size`` (None = the
+    trainer's), ``mode`` (``eval``/``train``/``as_is``) and ``seed``. Pass ``probe=`` to
+    share a :class:`fisherlab.fisher.probe.FisherProbe` (its settings win).
+    """
+
+    needs_measurement: ClassVar[bool] = True
+
+    k: int = 50
+    estimator: str = "per_example"
+    n_batches: int = 40
+    seed: int = 0
+    batch_size: int | None = None
+    mode: str = "eval"
+    probe: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.probe is not None:
+            self.estimator = self.probe.estimator
+            self.n_batches = self.probe.n_batches
+            self.seed = self.probe.seed
+            self.batch_size = self.probe.batch_size
+            self.mode = self.probe.mode
+        if isinstance(self.n_batches, bool) or not isinstance(self.n_batches, int) or self.n_batches <= 0:
+            raise StrategyError(f"fisher: n_batches must be a positive integer, got {self.n_batches!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size <= 0):
+            raise StrategyError(f"fisher: batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.mode not in ("eval", "train", "as_is"):
+            raise StrategyError(f"fisher: mode must be 'eval', 'train' or 'as_is', got {self.mode!r}")
+
+    def make_probe(self) -> Any:
+        """The FisherProbe that measures for this strategy (created once)."""
+        if self.probe is None:
+            from fisherlab.fisher.probe import FisherProbe
+
+            self.probe = FisherProbe(n_batches=self.n_batches, estimator=self.estimator, seed=self.seed,
+                                     batch_size=self.batch_size, mode=self.mode)
+        return self.probe
+
+    def select(self, state: SelectionState) -> list[str]:
+        if not state.frozen:
+            return []
+        if state.measure is None:
+            raise StrategyError("fisher: no measurement available (the strategy needs a FisherProbe attached "
+                                "to training data; use UnfreezeCallback or UnfreezeSchedule(measure=...))")
+        scores = state.measure(state.blocks.layer_blocks)
+        best, best_key = None, None
+        for name in state.frozen:
+            value = float(scores.get(name, math.nan))
+            if not math.isfinite(value):
+                continue
+            key = (value, state.blocks[name].layer)
+            if best_key is None or key > best_key:
+                best, best_key = name, key
+        if best is None:
+            raise StrategyError(f"fisher: no finite tr(F) for any frozen block at step {state.step}: "
+                                f"{ {n: scores.get(n) for n in state.frozen} }")
+        return [best]
+
+
+@register_strategy("surgical")
+@dataclass
+class Surgical(Strategy):
+    """A fixed subset of blocks trainable from step 0, the others never (Lee et al., 2023)."""
+
+    blocks: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        names = []
+        for b in self.blocks:
+            b = str(b).strip()
+            names.append(f"layer.{b}" if b.isdigit() else b)
+        self.blocks = tuple(names)
+        if not self.blocks:
+            raise StrategyError("surgical: blocks is empty; give e.g. blocks=layer.4,layer.5")
+
+    def validate(self, blocks: BlockMap) -> None:
+        super().validate(blocks)
+        bad = [b for b in self.blocks if b not in blocks.layer_blocks and b != HEAD]
+        if bad:
+            raise StrategyError(f"surgical: blocks {bad} are not layer blocks of the model; "
+                                f"layer blocks are {blocks.layer_blocks}")
+
+    def select(self, state: SelectionState) -> list[str]:
+        return [b for b in state.frozen if b in self.blocks]
+
+
+# -- parsing ----------------------------------------------------------------------------
+
+def _parse_scalar(raw: str, annotation: Any, where: str) -> Any:
+    text = raw.strip()
+    ann = str(annotation)
+    if text.lower() in ("none", "null") and "None" in ann:
+        return None
+    if "tuple" in ann or "list" in ann:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if "int" in ann:
+            try:
+                return tuple(int(t) for t in items)
+            except ValueError as err:
+                raise StrategyError(f"{where}: expected comma-separated integers, got {raw!r}") from err
+        return tuple(items)
+    if "bool" in ann:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise StrategyError(f"{where}: expected true/false, got {raw!r}")
+    if "int" in ann:
+        try:
+            return int(text)
+        except ValueError as err:
+            raise StrategyError(f"{where}: expected an integer, got {raw!r}") from err
+    if "float" in ann:
+        try:
+            return float(text)
+        except ValueError as err:
+            raise StrategyError(f"{where}: expected a number, got {raw!r}") from err
+    return text
+
+
+def _config_fields(cls: type[Strategy]) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {f.name: hints.get(f.name, str) for f in dataclasses.fields(cls) if f.repr and f.init}
+
+
+def strategy_from_string(spec: str | Mapping[str, Any] | Strategy) -> Strategy:
+    """Build a strategy from ``"name:key=value;key=value"``, a dict ``{"name": ..., **params}``
+    or a Strategy (returned as is). Unknown names/keys and bad values raise StrategyError."""
+    if isinstance(spec, Strategy):
+        return spec
+    if isinstance(spec, Mapping):
+        params = dict(spec)
+        name = params.pop("name", None)
+        if not isinstance(name, str):
+            raise StrategyError(f"strategy config {dict(spec)!r} needs a 'name' key (one of {available_strategies()})")
+        cls = _lookup(name, repr(dict(spec)))
+        fields = _config_fields(cls)
+        unknown = sorted(set(params) - set(fields))
+        if unknown:
+            raise StrategyError(f"strategy {name!r}: unknown keys {unknown}; expected {sorted(fields)}")
+        converted = {}
+        for key, value in params.items():
+            where = f"strategy {name!r} key {key!r}"
+            if isinstance(value, str):
+                converted[key] = _parse_scalar(value, fields[key], where)
+            elif isinstance(value, (list, tuple)):
+                converted[key] = _parse_scalar(_format_value(value), fields[key], where)
+            else:
+                converted[key] = value
+        try:
+            return cls(**converted)
+        except TypeError as err:
+            raise StrategyError(f"strategy {dict(spec)!r}: {err}") from err
+    if not isinstance(spec, str):
+        raise StrategyError(f"strategy must be a string, dict or Strategy, got {type(spec).__name__}")
+    text = spec.strip()
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    cls = _lookup(name, spec)
+    fields = _config_fields(cls)
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(";"))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise StrategyError(f"strategy {spec!r}: {item!r} is not key=value")
+        if key not in fields:
+            raise StrategyError(f"strategy {spec!r}: unknown key {key!r} for {name!r}; expected one of {sorted(fields)}")
+        if key in kwargs:
+            raise StrategyError(f"strategy {spec!r}: key {key!r} given twice")
+        kwargs[key] = _parse_scalar(value, fields[key], f"strategy {spec!r} key {key!r}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise StrategyError(f"strategy {spec!r}: {err}") from err
+
+
+def _lookup(name: str, spec: str) -> type[Strategy]:
+    if name not in _REGISTRY:
+        raise StrategyError(f"unknown unfreezing strategy {name!r} in {spec!r}; "
+                            f"expected one of {available_strategies()}")
+    return _REGISTRY[name]

@@ -1,0 +1,100 @@
+"""Task registry, metrics and the testbed task."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fisherlab.tasks import UnknownTaskError, available_tasks, get_task, register_task
+from fisherlab.tasks.base import ClassificationTask, Task
+from fisherlab.tasks.metrics import accuracy, normalize_answer, squad_exact_match, squad_f1
+
+
+def test_unknown_task_lists_the_known_ones():
+    with pytest.raises(UnknownTaskError, match="'xnlii' is not registered; known tasks: .*testbed"):
+        get_task("xnlii")
+
+
+def test_register_task_as_decorator_and_duplicates():
+    @register_task("toy-test-task")
+    class Toy(ClassificationTask):
+        def __init__(self, languages=("en",)):
+            self.name, self.languages = "toy", tuple(languages)
+
+        def load(self, split, language, tokenizer=None):
+            self.check_split(split, language)
+            return []
+
+    assert "toy-test-task" in available_tasks()
+    task = get_task("toy-test-task", languages=("en", "de"))
+    assert isinstance(task, Task) and task.languages == ("en", "de")
+    with pytest.raises(ValueError, match="already registered"):
+        register_task("toy-test-task", lambda: None)
+    register_task("toy-test-task", Toy, replace=True)
+    with pytest.raises(ValueError, match="language 'fr' unknown"):
+        task.load("train", "fr")
+    with pytest.raises(ValueError, match="split 'dev' unknown"):
+        task.load("dev", "en")
+
+
+def test_accuracy_in_percent():
+    assert accuracy([0, 1, 2, 2], [0, 1, 1, 2]) == 75.0
+    with pytest.raises(ValueError, match="3 predictions but 2 references"):
+        accuracy([0, 1, 2], [0, 1])
+
+
+def test_squad_metrics_follow_the_official_script():
+    assert normalize_answer("The  Cat, sat!") == "cat sat"
+    # "cat sat" vs "cat sat on": precision 1, recall 2/3 -> F1 0.8
+    assert squad_f1(["the cat sat"], [["a cat sat on"]]) == pytest.approx(80.0)
+    assert squad_exact_match(["The cat."], [["cat", "dog"]]) == 100.0
+    # best over gold answers, averaged over questions
+    assert squad_f1(["red", "blue sky"], [["green", "red"], ["sky"]]) == pytest.approx(100 * (1 + 2 / 3) / 2)
+    assert squad_exact_match(["red", "blue sky"], [["green", "red"], ["sky"]]) == 50.0
+    assert squad_f1([""], [["a"]]) == 100.0  # both normalise to empty
+    with pytest.raises(ValueError, match=r"references\[0\]"):
+        squad_f1(["x"], ["x"])
+
+
+def test_testbed_task(tiny_testbed):
+    task = get_task("testbed", path=tiny_testbed.root)
+    assert isinstance(task, Task)
+    assert task.head == "classification" and task.num_labels == tiny_testbed.config.categories
+    assert task.languages == tiny_testbed.languages and task.source_language == "en"
+    en, sov = task.load("test", "en"), task.load("test", "sov")
+    assert len(en) == tiny_testbed.config.task.test_size
+    assert list(en["labels"]) == list(sov["labels"])  # parallel test set
+    assert list(en["input_ids"]) != list(sov["input_ids"])
+    unk = task.tokenizer.unk_token_id
+    assert all(unk not in ids for ids in list(en["input_ids"]) + list(sov["input_ids"]))
+    assert set(task.load("train", "en")["labels"]) <= set(range(task.num_labels))
+    defaults = task.model_defaults()
+    assert defaults["base"] == tiny_testbed.base_dir and set(defaults["lang_adapters"]) == set(task.languages)
+    with pytest.raises(ValueError, match="language 'xx' unknown"):
+        task.load("test", "xx")
+
+
+def test_testbed_task_evaluates_a_madx_model(tiny_testbed):
+    from fisherlab.models import build_madx, swap_language
+
+    task = get_task("testbed", path=tiny_testbed.root)
+    model = build_madx(**task.model_defaults(), task=task)
+    data = task.load("test", "sov")
+    predictions = task.predict(model, data, task.tokenizer, batch_size=7)
+    assert len(predictions) == len(data)
+    result = task.evaluate(model, data, task.tokenizer)
+    assert result == {"accuracy": accuracy(predictions, list(data["labels"]))}
+    swap_language(model, "sov")
+    assert 0.0 <= task.evaluate(model, data, task.tokenizer)["accuracy"] <= 100.0
+
+
+def test_testbed_task_missing_path_is_named(tmp_path):
+    with pytest.raises(ValueError, match="world.json"):
+        get_task("testbed", path=tmp_path)
+
+
+def test_importing_tasks_does_not_import_torch():
+    code = "import sys, fisherlab.tasks, fisherlab.tasks.metrics; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
