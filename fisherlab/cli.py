@@ -181,6 +181,35 @@ def analyze(
     typer.echo(f"wrote {result.html}")
 
 
+@app.command("demo")
+def demo(
+    out: str = typer.Option("fisherlab-demo", help="Output directory: runs/ and report/ go here."),
+    world: str = typer.Option("default", help="Testbed world preset: default or tiny."),
+    methods: str = typer.Option(",".join(("standard", "gradual", "fisher")),
+                                help="Comma-separated: standard, gradual, fisher, random, lpft, reverse."),
+    seeds: int = typer.Option(2, help="Seeds per method (0..N-1)."),
+    steps: int = typer.Option(None, help="Training steps per run (default: the world's budget)."),
+    k: int = typer.Option(None, help="Unfreezing interval (default: steps // (4 * layers))."),
+    probe_every: int = typer.Option(20, help="Measure tr(F) every N steps."),
+    probe_batches: int = typer.Option(8, help="Batches per tr(F) measurement."),
+    threads: int = typer.Option(1, help="torch CPU threads (1 is fastest on a loaded 2-core machine)."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Testbed -> methods x seeds training runs with the tr(F) probe -> `analyze` report (offline, CPU)."""
+    from fisherlab.demo import run_demo
+
+    try:
+        result = run_demo(out, world=world, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                          seeds=list(range(seeds)), steps=steps, k=k, probe_every=probe_every,
+                          probe_batches=probe_batches, threads=threads, progress=not quiet)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    trained = sum(v == "trained" for v in result.runs.values())
+    typer.echo(f"{len(result.runs)} runs in {result.runs_dir} ({trained} trained, "
+               f"{len(result.runs) - trained} reused); report: {result.report_dir / 'report.html'}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -109,6 +109,7 @@ class RunConfig:
     probe: ProbeArguments
     run: RunArguments
     training: Any
+    resolved: dict[str, Any] = field(default_factory=dict)  # filled by prepare_run: base, adapters, languages
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able config for ``run.json`` (TrainingArguments via its own ``to_dict``)."""
@@ -119,6 +120,8 @@ class RunConfig:
         out["strategy"] = self.schedule.strategy
         out["method"] = self.method
         out["task_name"] = self.task.task
+        out["resolved"] = dict(self.resolved)
+        out["model_name"] = self.resolved.get("model_name") or self.model.base
         return out
 
     @property
@@ -341,6 +344,11 @@ def prepare_run(config: RunConfig) -> Prepared:
                               f"(adapters given: {sorted(lang_adapters)})")
     reduction = config.model.reduction_factor or defaults.get("reduction_factor") or 16
 
+    config.resolved = {
+        "base": str(base), "lang_adapters": {k: str(v) for k, v in (lang_adapters or {}).items()},
+        "source_language": source, "languages": languages, "reduction_factor": reduction,
+        "model_name": defaults.get("model_name") or (Path(str(base)).name if Path(str(base)).exists() else str(base)),
+    }
     set_seed(config.training.seed)
     try:
         model = build_madx(base, task, task_module=config.model.task_module, lang_adapters=lang_adapters or None,
@@ -469,11 +477,16 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
             seed=config.training.seed, batch_size=config.probe.probe_batch_size))
     callbacks.extend(extra_callbacks)
     classification = getattr(prepared.task, "head", "classification") in ("classification", "multiple_choice")
-    return trainer_class(
+    trainer = trainer_class(
         model=prepared.model, args=config.training, train_dataset=prepared.train_dataset,
         eval_dataset=prepared.eval_dataset if config.training.eval_strategy != "no" else None,
         data_collator=DataCollatorWithPadding(prepared.tokenizer), callbacks=callbacks,
         compute_metrics=_compute_metrics(prepared.task) if classification else None, **kwargs)
+    if not config.run.progress:  # quiet: no per-log dict printing either
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def evaluate_languages(prepared: Prepared, progress: bool = True) -> dict[str, float]:

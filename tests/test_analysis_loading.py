@@ -191,3 +191,24 @@ def test_missing_run_metadata_is_repaired(tmp_path):
     assert rs.fisher["layer"].tolist() == [4]  # from the block naming contract
     actions = set(rs.problems["action"])
     assert "repaired (assumed format 1)" in actions and "repaired (run_id = directory name)" in actions
+
+
+def test_training_style_config_columns(tmp_path):
+    config = {"model": {"base": "bert-base-multilingual-cased", "task_module": "lora", "lora_r": 8},
+              "task": {"task": "xnli", "languages": ["en", "de"]},
+              "schedule": {"strategy": "permutation:order=5,4,3,2,1,0;k=50", "method": None},
+              "strategy": "permutation:order=5,4,3,2,1,0;k=50", "method": "permutation+fisher_penalty",
+              "seed": 42, "task_name": "xnli", "training": {"seed": 42, "learning_rate": 5e-4}}
+    writer = RunWriter.create(tmp_path / "r", config, fisher={"estimator": "exact", "every": 50})
+    writer.finish()
+    row = load_runs(tmp_path).runs.iloc[0]
+    assert row["method"] == "permutation+fisher_penalty" and row["strategy"] == "permutation"
+    assert row["strategy_spec"] == "permutation:order=5,4,3,2,1,0;k=50" and row["k"] == 50.0
+    assert (row["model"], row["task"], row["task_module"], row["seed"]) == (
+        "bert-base-multilingual-cased", "xnli", "lora", 42)
+    assert row["estimator"] == "exact" and row["config.training.learning_rate"] == 5e-4
+    assert row["config.task.languages"] == '["en", "de"]'
+    plain = {"strategy": "gradual:k=800"}
+    RunWriter.create(tmp_path / "p", plain).finish()
+    rs = load_runs(tmp_path / "p")
+    assert (rs.runs["method"].iloc[0], rs.runs["k"].iloc[0]) == ("gradual", 800.0)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from fisherlab.runs import RunFormatError, find_run_dirs, read_run_info, read_runs
 
-__all__ = ["RunSet", "NoRunsError", "load_runs", "flatten_config", "RUN_COLUMNS", "FISHER_COLUMNS",
+__all__ = ["RunSet", "NoRunsError", "load_runs", "flatten_config", "parse_strategy", "RUN_COLUMNS", "FISHER_COLUMNS",
            "SCHEDULE_COLUMNS", "METRICS_COLUMNS", "RESULTS_COLUMNS", "PROBLEM_COLUMNS"]
 
 RUN_COLUMNS = ["run_id", "path", "status", "method", "strategy", "k", "seed", "model", "task",
@@ -44,7 +44,7 @@ CONFIG_ALIASES: dict[str, tuple[str, ...]] = {
     "seed": ("seed", "training.seed", "train.seed", "trainer.seed"),
     "model": ("model", "model.name", "model_name", "model.model_name", "base_model", "model.base",
               "model.base_model", "model.arch", "model.name_or_path", "model_name_or_path"),
-    "task": ("task", "task.name", "task_name", "dataset", "task.dataset"),
+    "task": ("task", "task.name", "task_name", "task.task", "dataset", "task.dataset"),
     "task_module": ("task_module", "model.task_module", "adapter.type", "model.adapter", "adapter",
                     "task.module"),
 }
@@ -123,6 +123,21 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any
     return flat
 
 
+def parse_strategy(spec: Any) -> tuple[str | None, dict[str, str]]:
+    """Strategy name and parameters of ``"name:key=value;key=value"`` (the unfreezing
+    strategy string of ``fisherlab.unfreezing``), e.g. ``"gradual:k=800"`` -> ``("gradual", {"k": "800"})``."""
+    if spec is None:
+        return None, {}
+    text = str(spec).strip()
+    name, _, rest = text.partition(":")
+    params: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in rest.split(";"))):
+        key, eq, value = item.partition("=")
+        if eq:
+            params[key.strip()] = value.strip()
+    return name.strip() or None, params
+
+
 def _lookup(flat: Mapping[str, Any], column: str) -> Any:
     for key in CONFIG_ALIASES.get(column, ()):
         if key in flat and flat[key] is not None:
@@ -178,22 +193,34 @@ def _discover(paths_or_globs: Any) -> tuple[list[Path], list[dict]]:
 def _run_row(path: Path, info: dict, results: dict | None, fisher_estimator: str | None) -> dict:
     config = info.get("config", {})
     flat = flatten_config(config)
-    strategy = _lookup(flat, "strategy")
+    spec = _lookup(flat, "strategy")
+    if spec is None and isinstance(flat.get("strategy.name"), str):
+        spec = flat["strategy.name"]
+    strategy, params = parse_strategy(spec)
     method = _lookup(flat, "method")
     if method is None:
         method = strategy if strategy is not None else "unknown"
     fisher_info = info.get("fisher", {})
     estimator = fisher_info.get("estimator") or _lookup(flat, "fisher.estimator") or fisher_estimator
     k = _lookup(flat, "k")
+    if k is None and "k" in params:
+        try:
+            k = float(params["k"])
+        except ValueError:
+            k = None
+    model = _lookup(flat, "model")
+    if model is None:
+        model = info.get("env", {}).get("model")
     row: dict[str, Any] = {
         "run_id": info["run_id"], "path": str(path), "status": info.get("status"),
         "method": str(method), "strategy": strategy,
         "k": float(k) if type(k) in (int, float) else np.nan,
-        "seed": _lookup(flat, "seed"), "model": _lookup(flat, "model"), "task": _lookup(flat, "task"),
+        "seed": _lookup(flat, "seed"), "model": model, "task": _lookup(flat, "task"),
         "task_module": _lookup(flat, "task_module"), "estimator": estimator,
         "source_language": None, "result_metric": None, "xling_avg": np.nan,
         "source_score": np.nan, "lowest_score": np.nan, "lowest_language": None,
-        "n_target_languages": 0, "created": info.get("created"), "finished": info.get("finished"),
+        "n_target_languages": 0, "strategy_spec": spec if spec is None or isinstance(spec, str) else str(spec),
+        "created": info.get("created"), "finished": info.get("finished"),
     }
     if results is not None:
         source = results["source_language"]

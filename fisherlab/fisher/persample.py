@@ -166,6 +166,8 @@ def linear_sq_norms(x: Tensor, d: Tensor, method: str = "auto") -> Tensor:
     """Per-example ``||sum_r d[b, r] x[b, r]^T||_F^2`` for x [B, R, i], d [B, R, o]."""
     _, rows, n_in = x.shape
     n_out = d.shape[-1]
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x, d = x.float(), d.float()
     if method == "auto":
         method = "gram" if rows * rows * (n_in + n_out) < rows * n_in * n_out else "materialise"
     if method == "gram":
@@ -458,6 +460,8 @@ class PerExampleGradNorms:
         self._handles: list[Any] = []
         self._flags: list[tuple[nn.Parameter, bool]] = []
         self._records: dict[int, list[Call]] = {}
+        self._no_grad: set[int] = set()   # hooked modules called with grad disabled since clear()
+        self._in_grad = False
         self._pending: dict[int, dict[str, Tensor]] = {}
         self._model_outputs: list[Tensor] = []
         self._model_rows: int | None = None
@@ -548,6 +552,7 @@ class PerExampleGradNorms:
     def clear(self) -> None:
         """Drop every recorded activation (call between batches)."""
         self._records.clear()
+        self._no_grad.clear()
         self._pending.clear()
         self._model_outputs.clear()
         self._model_rows = None
@@ -589,7 +594,10 @@ class PerExampleGradNorms:
     def _module_hook(self, mid: int, sampler: Sampler) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             extras = self._pending.pop(mid, {})
+            if self._in_grad:   # recomputation inside our own autograd.grad (checkpointing)
+                return
             if not torch.is_grad_enabled():
+                self._no_grad.add(mid)
                 return
             target = sampler.output(module, args, kwargs, output)
             if target is None or not target.requires_grad:
@@ -628,6 +636,12 @@ class PerExampleGradNorms:
                                  f"batch_size={batch_size}")
             valid_rows.add(self._model_rows)
 
+        silent = [self._modules[mid][0] for mid in self._no_grad if not self._records.get(mid)]
+        if silent:
+            raise RuntimeError(
+                f"sq_norms: {silent[:3]} ran with gradients disabled and never with them enabled since the "
+                "last clear(); per-example norms need the recorded graph (gradient checkpointing with "
+                "use_reentrant=True hides it: use use_reentrant=False, or call clear() after a no_grad forward)")
         loop = set(self._loop)
         sampled: list[tuple[nn.Module, Sampler, dict[str, int], list[Call]]] = []
         for mid, (mname, module, sampler, locals_) in self._modules.items():
@@ -645,7 +659,7 @@ class PerExampleGradNorms:
                            f"dimension; its parameters are measured with the per-example loop")
                 loop.update(locals_.values())
                 continue
-            sampled.append((module, sampler, locals_, calls))
+            sampled.append((module, sampler, locals_, list(calls)))
         # Every use of a sampled parameter in the scalar's graph must sit inside a hooked
         # call (DeBERTa reads rel_embeddings.weight directly, DoRA reads m.weight, ...).
         tracked = {pid for _, _, locals_, _ in sampled for pid in locals_.values()}
@@ -672,8 +686,12 @@ class PerExampleGradNorms:
             if not frontier:
                 raise RuntimeError("sq_norms: parameters need the per-example loop but the model's forward "
                                    "returned no tensor with a per-example leading dimension")
-        grads = torch.autograd.grad(scalar, targets + frontier, retain_graph=retain_graph or bool(loop),
-                                    allow_unused=True) if targets or frontier else ()
+        self._in_grad = True
+        try:
+            grads = torch.autograd.grad(scalar, targets + frontier, retain_graph=retain_graph or bool(loop),
+                                        allow_unused=True) if targets or frontier else ()
+        finally:
+            self._in_grad = False
         result = {block: torch.zeros(batch_size, dtype=torch.float64, device=scalar.device) for block in self.blocks}
         for call, grad in zip((c for _, _, _, calls in sampled for c in calls), grads[:len(targets)], strict=True):
             call.grad = grad
@@ -685,8 +703,12 @@ class PerExampleGradNorms:
             for call in calls:
                 call.grad = None
         if loop:
-            self._loop_norms(frontier, list(grads[len(targets):]), [self._params[pid] for pid in loop],
-                             batch_size, retain_graph, result)
+            self._in_grad = True
+            try:
+                self._loop_norms(frontier, list(grads[len(targets):]), [self._params[pid] for pid in loop],
+                                 batch_size, retain_graph, result)
+            finally:
+                self._in_grad = False
         if not retain_graph:
             self.clear()
         return result

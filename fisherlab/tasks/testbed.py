@@ -70,6 +70,7 @@ class TestbedTask(ClassificationTask):
     def model_defaults(self) -> dict[str, Any]:
         """The testbed's base, language adapters and the task-adapter size suited to it."""
         return {"base": self.testbed.base_dir, "lang_adapters": self.testbed.lang_adapters,
+                "model_name": "testbed-encoder",
                 "source_language": self.source_language,
                 "reduction_factor": self.testbed.config.task.reduction_factor}
 

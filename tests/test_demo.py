@@ -1,0 +1,36 @@
+"""`fisherlab demo` on the tiny world: runs for each method x seed, a report, and reuse on rerun."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from fisherlab.cli import app
+from fisherlab.demo import method_strategy, run_demo
+
+
+def test_demo_trains_reports_and_reuses(tiny_testbed, tmp_path):
+    out = tmp_path / "demo"
+    options = dict(world="tiny", methods=["standard", "gradual"], seeds=[0], steps=6, probe_every=3,
+                   probe_batches=1, progress=False, testbed_dir=tiny_testbed.root,
+                   report_options={"n_boot": 50, "n_perm": 50})
+    result = run_demo(out, **options)
+    assert result.runs == {"standard-s0": "trained", "gradual-s0": "trained"}
+    for name in result.runs:
+        info = json.loads((result.runs_dir / name / "run.json").read_text())
+        assert info["status"] == "completed" and info["config"]["method"] == name.split("-")[0]
+    assert (result.report_dir / "report.html").is_file()
+    summary = json.loads((result.report_dir / "summary.json").read_text())
+    assert summary  # the report summarised something
+    again = run_demo(out, **options)
+    assert set(again.runs.values()) == {"reused"}
+
+
+def test_demo_rejects_unknown_method_before_work(tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'fun'"):
+        run_demo(tmp_path, methods=["fun"])
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--methods", "standard,fun"])
+    assert result.exit_code == 2 and "unknown method" in result.output
+    assert method_strategy("fisher", 5, 2, 8) == "fisher:k=5;n_batches=8;seed=2"
