@@ -50,6 +50,7 @@ def fisher(
     model: str = typer.Option(None, "--model", help="Checkpoint path or hub name (AutoAdapterModel; plain "
                               "AutoModelFor* checkpoints work too). Default: a tiny built-in model."),
     adapter: str = typer.Option(None, help="Task adapter: a name in the checkpoint or a saved adapter directory."),
+    lang_adapter: str = typer.Option(None, help="Language adapter stacked before the task adapter (name or directory)."),
     arch: str = typer.Option("bert", help="Built-in model architecture: bert, xlm-roberta, deberta-v2."),
     layers: int = typer.Option(2, help="Built-in model: number of layers."),
     task_module: str = typer.Option("seq_bn", help="Built-in model: seq_bn, seq_bn_inv, double_seq_bn, lora, none."),
@@ -87,7 +88,7 @@ def fisher(
             module = None if task_module.lower() == "none" else task_module
             loaded = build_tiny(arch, layers, module, head, seed=seed)
         else:
-            loaded = load_checkpoint(model, adapter)
+            loaded = load_checkpoint(model, adapter, lang_adapter)
         if data is not None:
             tokenizer = load_tokenizer(loaded.tokenizer_source)
             made = jsonl_batches(data, tokenizer, loaded.output, batches, batch_size, seq_len,
@@ -140,7 +141,7 @@ def train(
 
 @app.command("analyze")
 def analyze(
-    runs: list[str] = typer.Argument(..., help="Run directories, parents of run directories (any depth) or globs."),  # noqa: B008
+    runs: list[str] = typer.Argument(..., metavar="RUNS", help="Run directories, parents of run directories (any depth) or globs."),  # noqa: B008
     out: str = typer.Option(..., "--out", "-o", help="Output directory: report.html, figures/, tables/, summary.json."),
     baseline: str = typer.Option(None, help="Method the relative figure and tables compare against "
                                  "(default: 'full' if present, else 'standard')."),

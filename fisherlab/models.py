@@ -47,6 +47,7 @@ class MadxSetup:
     active_language: str | None
     languages: tuple[str, ...]
     trainable: tuple[str, ...]  # parameter names that build_madx left trainable
+    model_name: str  # display name of the base (hub name, directory name, or as given)
     task_parameters: tuple[str, ...]  # the task module (or the base model, for "full")
     head_parameters: tuple[str, ...]
 
@@ -145,6 +146,7 @@ def build_madx(
     lora_alpha: int = 8,
     train_missing: LanguageAdapterTrainer | None = None,
     seed: int = 0,
+    model_name: str | None = None,
 ) -> torch.nn.Module:
     """Assemble a MAD-X model for ``task`` and activate ``Stack(source_language, task)``.
 
@@ -155,6 +157,8 @@ def build_madx(
     missing local directory is created with ``train_missing`` when given. The
     task module and head are initialised under a forked RNG seeded with
     ``seed``. Existing prediction heads of the base (e.g. its MLM head) are removed.
+    ``model_name`` is a display name of the base kept in the setup (default: the
+    hub name or directory name).
     Returns the model in eval mode with ``model.fisherlab_madx`` (a ``MadxSetup``).
     """
 
@@ -200,8 +204,10 @@ def build_madx(
     trainable = set(task_params) | set(head_params)
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)
+    if model_name is None:
+        model_name = type(base).__name__ if isinstance(base, torch.nn.Module) else Path(os.fspath(base)).name
     setup = MadxSetup(task=task_name, task_module=task_module, head=head, source_language=source_language,
-                      active_language=None, languages=tuple(lang_adapters),
+                      active_language=None, languages=tuple(lang_adapters), model_name=model_name,
                       trainable=tuple(n for n, _ in model.named_parameters() if n in trainable),
                       task_parameters=tuple(task_params), head_parameters=tuple(head_params))
     model.fisherlab_madx = setup

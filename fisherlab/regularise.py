@@ -14,8 +14,9 @@ also for ``adapters.AdapterTrainer``) overrides ``compute_loss``; each term's va
 task loss are averaged over the logging interval, added to the Trainer's ``log`` as
 ``reg/<name>`` and ``task_loss``, and written to the run's ``metrics.jsonl`` through an
 optional ``writer`` (``log_metric(step, split, language, metric, value)``). Under gradient
-accumulation the terms are scaled exactly as the Trainer scales the task loss. Values are
-per-rank (not all-reduced) under DDP.
+accumulation the total is divided by the accumulation steps (the mixin turns off the
+``num_items_in_batch`` loss path), so terms and task loss are weighted alike. Logged values
+are per-rank (not all-reduced) under DDP.
 
 Strings (``regulariser_from_string``)::
 
@@ -44,9 +45,10 @@ from fisherlab.fisher.consistency import (
     ViewRows,
 )
 from fisherlab.fisher.penalty import (
-    METHODS,
-    TEXT_KEYS,
     L2,
+    METHODS,
+    TASK_AT,
+    TEXT_KEYS,
     FisherPenalty,
     RegulariserError,
     RNGSnapshot,
@@ -92,25 +94,20 @@ def _fuse(model: torch.nn.Module, batch: Mapping[str, Any], views: Sequence[View
         pieces = []
         for index, part in enumerate(parts):
             value = part.get(key)
-            if value is None and index > 0:
-                if key in ("start_positions", "end_positions"):
-                    value = torch.full_like(batch[key], width if width is not None else -1)
-                elif key == "labels":
-                    value = torch.full_like(batch[key], -100)
-                else:
-                    raise RegulariserError(f"a consistency view has no field {key!r} for the fused forward")
+            if index > 0 and key in ("start_positions", "end_positions"):
+                if width is None:
+                    raise RegulariserError("a QA batch needs input_ids for a fused consistency forward")
+                value = torch.full_like(batch[key], width)  # the QA heads' ignored index: seq_len
             elif index > 0 and key == "labels":
-                value = torch.full_like(value, -100)
+                value = torch.full_like(batch[key], -100)
+            elif value is None:
+                raise RegulariserError(f"a consistency view has no field {key!r} for the fused forward")
             if width is not None and (key in seq_keys or (key == "labels" and value.dim() == batch["input_ids"].dim())):
                 extra = width - int(value.shape[-1])
                 if extra:
                     value = torch.nn.functional.pad(value, (0, extra), value=_pad_value(key, model))
             pieces.append(value)
         fused[key] = torch.cat(pieces, dim=0)
-    if width is not None and any(k in batch for k in ("start_positions", "end_positions")):
-        for key in ("start_positions", "end_positions"):
-            if key in fused:  # the clean rows' positions stay; view rows point at the ignored index
-                fused[key][batch_size_of(batch):] = width
     return fused
 
 
@@ -169,16 +166,38 @@ def regularised_loss(model: torch.nn.Module, batch: Mapping[str, Any], terms: Se
         rng = RNGSnapshot(unwrap_model(model))
         loss, outputs = forward(model, clean)
         term_batch = clean
+    movers = _task_movers(model, terms, fused=bool(fused_views))
     parts: dict[str, Tensor] = {"task_loss": loss}
-    total_loss = loss
+    # with a mover, the task loss at theta is only logged (never back-propagated)
+    total_loss = loss.detach() if movers else loss
     for name, term in zip(_unique_names(terms), terms, strict=True):
-        extra = {}
-        if id(term) in view_outputs:
-            extra = {"view_outputs": view_outputs[id(term)][0], "view_rows": view_outputs[id(term)][1]}
-        value = term(model, term_batch, outputs, step=step, rng=rng, **extra)
+        if term in movers:
+            assert rng is not None
+            moved_loss, value = term.with_task(model, term_batch, outputs, forward, step=step, rng=rng,
+                                               retain_graph=len(terms) > 1)
+            # the task loss is logged at theta; its gradient comes from the perturbed point
+            total_loss = total_loss + (moved_loss - moved_loss.detach())
+        else:
+            extra = {}
+            if id(term) in view_outputs:
+                extra = {"view_outputs": view_outputs[id(term)][0], "view_rows": view_outputs[id(term)][1]}
+            value = term(model, term_batch, outputs, step=step, rng=rng, **extra)
         parts[name] = value
         total_loss = total_loss + value
     return total_loss, parts, outputs
+
+
+def _task_movers(model: torch.nn.Module, terms: Sequence[Term], *, fused: bool) -> list[Term]:
+    """The (at most one) term that evaluates the task loss itself (FisherPenalty's shared
+    finite difference); none when a fused view or another such term is present."""
+    candidates = [t for t in terms if hasattr(t, "takes_task_forward") and t.takes_task_forward(model)]
+    if len(candidates) == 1 and not fused:
+        return candidates
+    explicit = [t for t in candidates if getattr(t, "task_at", None) == "perturbed"]
+    if explicit:
+        raise RegulariserError("FisherPenalty(task_at='perturbed') needs to be the only Fisher penalty and "
+                               "cannot share a step with a fused consistency view; use task_at='auto'")
+    return []
 
 
 def _unique_names(terms: Sequence[Term]) -> list[str]:
@@ -214,7 +233,7 @@ def _opt_int(text: str) -> int | None:
 
 _PENALTY_KEYS: dict[str, Callable[[str], Any]] = {
     "alpha": float, "method": str, "scaled": _boolean, "h": float, "sub_batch": _sub_batch, "seed": int,
-    "output": str,
+    "output": str, "task_at": str,
 }
 _L2_KEYS: dict[str, Callable[[str], Any]] = {"weight": float, "to": str}
 _CONSISTENCY_KEYS: dict[str, Callable[[str], Any]] = {
@@ -233,7 +252,7 @@ _VIEW_ALIASES = {"dropout": "dropout", "rdrop": "dropout", "r-drop": "dropout",
 _KINDS = ("fisher_penalty", "consistency", "l2")
 _KIND_ALIASES = {"fisher_penalty": "fisher_penalty", "fisher": "fisher_penalty", "fpen": "fisher_penalty",
                  "consistency": "consistency", "kl": "consistency", "l2": "l2"}
-_CHOICES = {"method": METHODS, "divergence": DIVERGENCES, "reduction": REDUCTIONS, "to": L2.TARGETS,
+_CHOICES = {"method": METHODS, "task_at": TASK_AT, "divergence": DIVERGENCES, "reduction": REDUCTIONS, "to": L2.TARGETS,
             "dist": EmbeddingNoise.DISTS}
 
 
@@ -318,13 +337,27 @@ def regularisers_from_strings(specs: str | Iterable[str | Term] | None, *, token
 # --------------------------------------------------------------------------------------
 # the Trainer
 # --------------------------------------------------------------------------------------
+class KeepText:
+    """Wrap a collator so the raw-text fields (``words``, ``word_ids``) pass through as
+    per-example lists while the wrapped collator pads and tensorises the rest."""
+
+    def __init__(self, collator: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
+        self.collator = collator
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        kept = {key: [f[key] for f in features] for key in TEXT_KEYS if features and key in features[0]}
+        batch = self.collator([{k: v for k, v in f.items() if k not in TEXT_KEYS} for f in features])
+        batch.update(kept)
+        return batch
+
+
 class RegularisedTrainerMixin:
     """Adds ``regularisers`` (terms or strings) to a ``transformers.Trainer`` subclass.
 
     ``RegularisedTrainer = make_regularised_trainer(Trainer)`` then
     ``RegularisedTrainer(model, args, ..., regularisers=["l2:weight=0.01"], writer=run_writer)``.
-    The batches may carry ``words`` (for ``Resegment``): they are kept as a dataset column and
-    never passed to the model.
+    The batches may carry ``words`` (for ``Resegment``): they are kept as a dataset column
+    (wrap the collator in :class:`KeepText`) and never passed to the model.
     """
 
     def __init__(self, *args: Any, regularisers: str | Iterable[str | Term] | None = None,
@@ -333,6 +366,12 @@ class RegularisedTrainerMixin:
         tokenizer = getattr(self, "processing_class", None)
         self.regularisers: list[Term] = regularisers_from_strings(regularisers, tokenizer=tokenizer)
         self.regulariser_writer = writer
+        if self.regularisers:
+            # The Trainer then divides the returned total by the accumulation steps, so task loss
+            # and terms (both per-micro-batch means) are scaled alike. (With num_items_in_batch
+            # the task loss alone would be normalised across micro-batches -- or not at all by
+            # models that ignore it, such as adapters' heads.)
+            self.model_accepts_loss_kwargs = False
         self._reg_sums: dict[str, float] = {}
         self._reg_count = 0
 
@@ -358,14 +397,6 @@ class RegularisedTrainerMixin:
 
         total, parts, outputs = regularised_loss(model, inputs, self.regularisers, step=self.state.global_step,
                                                  forward=forward)
-        # The Trainer divides the returned loss by the accumulation steps unless the model's
-        # loss is already normalised by num_items_in_batch: match it for the (per-batch) terms.
-        trainer_divides = (not self.model_accepts_loss_kwargs or num_items_in_batch is None) \
-            and self.compute_loss_func is None
-        if not trainer_divides:
-            steps = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
-            terms = total - parts["task_loss"]
-            total = parts["task_loss"] + terms / max(1, steps)
         for name, value in parts.items():
             key = name if name == "task_loss" else f"reg/{name}"
             self._reg_sums[key] = self._reg_sums.get(key, 0.0) + float(value.detach())
@@ -388,6 +419,6 @@ def make_regularised_trainer(trainer_class: type) -> type:
     return type(f"Regularised{trainer_class.__name__}", (RegularisedTrainerMixin, trainer_class), {})
 
 
-__all__ = ["Consistency", "Dropout", "EmbeddingNoise", "FisherPenalty", "L2", "ParameterNoise",
+__all__ = ["Consistency", "Dropout", "EmbeddingNoise", "FisherPenalty", "KeepText", "L2", "ParameterNoise",
            "RegularisedTrainerMixin", "RegulariserError", "Resegment", "make_regularised_trainer",
            "regularised_loss", "regulariser_from_string", "regularisers_from_strings"]

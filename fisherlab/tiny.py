@@ -172,3 +172,41 @@ def tiny_batch(
         labels[chosen] = input_ids[chosen]
         batch["labels"] = labels
     return batch
+
+
+TOKENIZER_KINDS = ("wordpiece", "unigram")
+
+
+def tiny_tokenizer(kind: str = "wordpiece", pieces: Sequence[str] = (), *, model_max_length: int = 60) -> Any:
+    """A tiny ``PreTrainedTokenizerFast``: ``wordpiece`` (BERT-style: [PAD]=0, [UNK], [CLS], [SEP],
+    [MASK], ``a..z``, ``##a..##z`` plus ``pieces``) or ``unigram`` (XLM-R-style SentencePiece:
+    <s>=0, <pad>=1, </s>, <unk>, ``a..z``, ``▁a..▁z``, ``▁`` plus ``pieces`` at a higher score).
+    Every lower-case ASCII word is encodable; other characters become the unknown token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    if kind == "wordpiece":
+        base = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)]
+        vocab = {t: i for i, t in enumerate(dict.fromkeys([*base, *pieces]))}
+        tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                       sep_token="[SEP]", mask_token="[MASK]", model_max_length=model_max_length)
+    if kind == "unigram":
+        scored = {"<s>": 0.0, "<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "▁": -3.0}
+        scored.update({c: -4.0 for c in letters})
+        scored.update({"▁" + c: -4.5 for c in letters})
+        scored.update({p: -2.0 for p in pieces if p not in scored})
+        tok = Tokenizer(models.Unigram(list(scored.items()), unk_id=3, byte_fallback=False))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+                                       eos_token="</s>", cls_token="<s>", sep_token="</s>",
+                                       model_max_length=model_max_length)
+    raise ValueError(f"tiny_tokenizer: unknown kind {kind!r}; expected one of {TOKENIZER_KINDS}")

@@ -75,7 +75,8 @@ class ScheduleArguments:
     strategy: str = field(default="standard", metadata={
         "help": "Unfreezing strategy string, e.g. 'gradual:k=800', 'fisher:k=50', 'permutation:order=5,4,3,2,1,0;k=50'."})
     regularisers: str | None = field(default=None, metadata={
-        "help": "Regulariser strings separated by ';;' or a JSON list, e.g. 'fisher_penalty:alpha=0.01'."})
+        "help": "Regulariser strings separated by ';' or a JSON list, e.g. "
+                "'fisher_penalty:alpha=0.01,method=finite_difference; l2:weight=0.01'."})
     method: str | None = field(default=None, metadata={
         "help": "Method label for analysis (default: derived from strategy and regularisers)."})
 
@@ -121,6 +122,7 @@ class RunConfig:
         out["method"] = self.method
         out["task_name"] = self.task.task
         out["resolved"] = dict(self.resolved)
+        out["regulariser"] = describe_regularisers(split_regularisers(self.schedule.regularisers))
         out["model_name"] = self.resolved.get("model_name") or self.model.base
         return out
 
@@ -202,7 +204,7 @@ def _finish_training_args(config: RunConfig) -> None:
 
 
 def split_regularisers(text: str | None) -> list[str]:
-    """``'a:x=1;;b:y=2'`` or a JSON list -> list of regulariser strings."""
+    """``'a:x=1,y=2; b:z=3'`` or a JSON list -> list of regulariser strings."""
     if not text:
         return []
     text = text.strip()
@@ -212,7 +214,30 @@ def split_regularisers(text: str | None) -> list[str]:
         except json.JSONDecodeError as err:
             raise ConfigError(f"regularisers: not a valid JSON list ({err})") from err
         return [str(i) for i in items]
-    return [part.strip() for part in text.split(";;") if part.strip()]
+    return [part.strip() for part in text.split(";") if part.strip()]
+
+
+def describe_regularisers(specs: Sequence[str]) -> dict[str, Any]:
+    """``{"kind", "weight", "terms"}`` for the analysis (Stickland & Murray Fig. 1 reads kind and weight).
+
+    ``kind`` joins the term names (a consistency term as ``consistency/<view>``) with ``+``
+    (``none``, weight 0, without terms); ``weight`` is the single term's ``alpha``/``weight``, else None.
+    """
+    kinds, weights = [], []
+    for spec in specs:
+        name, _, body = spec.partition(":")
+        fields = dict(item.partition("=")[::2] for item in body.replace(";", ",").split(",") if "=" in item)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        kinds.append(f"{name.strip()}/{fields['view']}" if "view" in fields else name.strip())
+        weight = fields.get("alpha", fields.get("weight"))
+        try:
+            weights.append(float(weight) if weight is not None else None)
+        except ValueError:
+            weights.append(None)
+    if not kinds:
+        return {"kind": "none", "weight": 0.0, "terms": []}
+    return {"kind": "+".join(kinds), "weight": weights[0] if len(weights) == 1 else None,
+            "terms": list(specs)}
 
 
 def parse_lang_adapters(text: str | None) -> dict[str, str] | None:
@@ -317,6 +342,8 @@ def prepare_run(config: RunConfig) -> Prepared:
         task = get_task(config.task.task, **options)
     except TypeError as err:
         raise ConfigError(f"task_options: {config.task.task!r} does not accept these options ({err})") from err
+    except (ValueError, OSError) as err:  # e.g. a missing or stale testbed, an unreadable data file
+        raise ConfigError(f"task: {config.task.task!r} could not be loaded: {err}") from err
     defaults = dict(task.model_defaults() or {})
     base = config.model.base or defaults.get("base")
     if base is None:
@@ -468,6 +495,9 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
     if prepared.regularisers:
         trainer_class = make_regularised_trainer(trainer_class)
         kwargs["regularisers"] = prepared.regularisers
+        kwargs["writer"] = writer
+        if config.training.label_names is None:  # adapters models hide `labels` from the signature
+            config.training.label_names = ["labels"]
     callbacks = [UnfreezeCallback(prepared.strategy, prepared.blocks, writer=writer),
                  _metrics_callback(writer, prepared.source_language)]
     if config.probe.probe_every:

@@ -114,4 +114,8 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1)  # dump stacks of a hung worker: kill -USR1 <pid>
     main(sys.argv[1])

@@ -212,3 +212,15 @@ def test_training_style_config_columns(tmp_path):
     RunWriter.create(tmp_path / "p", plain).finish()
     rs = load_runs(tmp_path / "p")
     assert (rs.runs["method"].iloc[0], rs.runs["k"].iloc[0]) == ("gradual", 800.0)
+
+
+def test_synthetic_store_is_reproducible(tmp_path):
+    a = write_synthetic_store(tmp_path / "a", n_runs=3, n_steps=5, n_blocks=2, seed=11)
+    b = write_synthetic_store(tmp_path / "b", n_runs=3, n_steps=5, n_blocks=2, seed=11)
+    for left, right in zip(a, b, strict=True):
+        for name in ("run.json", "fisher.jsonl", "schedule.jsonl", "metrics.jsonl", "results.json"):
+            assert (left / name).read_bytes() == (right / name).read_bytes()
+    c = write_synthetic_store(tmp_path / "c", n_runs=3, n_steps=5, n_blocks=2, seed=12)
+    assert (a[0] / "fisher.jsonl").read_bytes() != (c[0] / "fisher.jsonl").read_bytes()
+    with pytest.raises(TypeError, match="unknown knob"):
+        write_synthetic_store(tmp_path / "d", n_runs=1, colour="red")

@@ -168,3 +168,25 @@ def test_compare_methods_detects_an_effect(tmp_path):
     assert out.loc["gradual", "n_seeds"] == 8
     none = compare_methods(load_runs(tmp_path), n_boot=100)
     assert none["p_improve"].isna().all()
+
+
+def test_resample_ranks_equal_rankdata():
+    from fisherlab.analysis.stats import resample_ranks
+
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 6, size=12).astype(float)  # many ties
+    idx = rng.integers(0, 12, size=(50, 12))
+    assert np.allclose(resample_ranks(values, idx), sps.rankdata(values[idx], axis=1))
+
+
+def test_null_case_from_a_run_store(tmp_path):
+    # 40 independent (model, task) cells of 12 runs each; results independent of the curves
+    write_synthetic_store(tmp_path, n_runs=480, methods=("permutation",), seeds=tuple(range(12)),
+                          models=tuple(f"m{i:02d}" for i in range(40)), n_steps=25, n_blocks=1,
+                          rho=0.0, metrics=False, head=False, seed=9)
+    rs = load_runs(tmp_path)
+    feats = curve_features(trace_curves(rs, window=1), value="trace")
+    out = correlate(feats, rs, "learning_period", "xling_avg", n_boot=200, n_perm=0, seed=0)
+    assert len(out) == 40 and (out["n"] == 12).all() and out["r"].notna().all()
+    covered = ((out["ci_low"] <= 0) & (out["ci_high"] >= 0)).mean()
+    assert covered >= 0.85

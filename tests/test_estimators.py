@@ -91,15 +91,20 @@ def test_every_estimator_matches_oracle_classification(arch, task_module, attn):
         assert set(measured.traces) == {f"layer.{i}" for i in range(blocks.n_layers)} | {"head"}
 
 
-HEAD_SETUPS = [("bert", "seq_bn", "sdpa"), ("xlm-roberta", "lora", "eager"), ("deberta-v2", "lora", "eager")]
+HEAD_CASES = [  # every head on bert + deberta; sequence-level heads on xlm-roberta too
+    (head, *setup)
+    for head in ("multiple_choice", "qa", "tagging", "mlm")
+    for setup in [("bert", "seq_bn", "sdpa"), ("deberta-v2", "lora", "eager")]
+    + ([("xlm-roberta", "lora", "eager")] if head in ("multiple_choice", "qa") else [])
+]
 
 
-@pytest.mark.parametrize("head", ["multiple_choice", "qa", "tagging", "mlm"])
-@pytest.mark.parametrize("arch,task_module,attn", HEAD_SETUPS)
+@pytest.mark.parametrize("head,arch,task_module,attn", HEAD_CASES)
 def test_other_heads_match_oracle(head, arch, task_module, attn):
-    model = _model(arch, task_module, attn, head=head, vocab=24 if head == "mlm" else 64)
+    vocab = 16 if head == "mlm" else 64                            # the oracle loops over every class
+    model = _model(arch, task_module, attn, head=head, vocab=vocab)
     blocks = BlockMap.from_model(model, adapter="task")
-    batches = _batches(head, sizes=(3,), seq_len=5, vocab=24 if head == "mlm" else 64)
+    batches = _batches(head, sizes=(3,), seq_len=5, vocab=vocab)
     estimators = ["exact", "empirical", "reference", "per_example"] + (["batch"] if head == "qa" else [])
     for estimator in estimators:
         measured = trace_fisher(model, batches, blocks, estimator=estimator, seed=1)
@@ -175,3 +180,21 @@ def test_block_subset_and_determinism():
     assert a.traces == b.traces                                    # same seed, identical numbers
     assert a.traces["head"] != c.traces["head"]                    # another seed, other labels
     assert a.meta["labels"] == "sampled" and a.meta["seed"] == 5
+
+
+def test_blocks_discovered_from_the_active_setup():
+    """blocks=None: the task module of Stack(lang, task) is the adapter named like the active head."""
+    model = tiny_adapter_model("bert", head="classification", lang_adapters=["en"]).eval()
+    batches = _batches("classification", sizes=(2,))
+    discovered = trace_fisher(model, batches, estimator="exact")
+    explicit = trace_fisher(model, batches, BlockMap.from_model(model, adapter="task"), estimator="exact")
+    assert discovered.meta["task_module"] == "task"
+    assert discovered.traces == explicit.traces
+
+
+def test_blocks_that_do_not_influence_the_outputs_are_flagged():
+    model = tiny_adapter_model("bert", head="classification", lang_adapters=["en", "de"]).eval()
+    assert "de" not in str(model.active_adapters)
+    with pytest.warns(UserWarning, match="exactly 0"):
+        measured = trace_fisher(model, _batches("classification", sizes=(2,)), adapter="de")
+    assert measured.meta["zero_blocks"] == [n for n in measured.traces if n != "head"]

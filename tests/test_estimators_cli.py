@@ -61,10 +61,14 @@ def test_checkpoint_with_adapter_matches_library_and_writes_json(checkpoint, tmp
     direct = trace_fisher(loaded.model, batches, BlockMap.from_model(loaded.model, adapter="task"), estimator="exact")
     for record in doc["records"]:
         assert record["trace"] == pytest.approx(direct.traces[record["block"]], rel=1e-6)
-    # an adapter given as a saved directory works too
+    # an adapter given as a saved directory works too, and a language adapter stacks before it
     result = _invoke("--model", str(checkpoint / "model"), "--adapter", str(checkpoint / "task_adapter"),
                      "--batches", "1", "--batch-size", "2")
     assert result.exit_code == 0, result.output
+    stacked = load_checkpoint(str(checkpoint / "model"), "task", lang_adapter="en")
+    assert str(stacked.model.active_adapters) == "Stack[en, task]"
+    result = _invoke("--model", str(checkpoint / "model"), "--adapter", "task", "--lang-adapter", "xx")
+    assert result.exit_code == 2 and "no adapter named 'xx'" in result.output
 
 
 def test_data_jsonl_is_tokenised(checkpoint, tmp_path):
@@ -92,3 +96,12 @@ def test_clear_errors(checkpoint, tmp_path):
     assert result.exit_code == 2 and "unknown estimator 'magic'" in result.output
     result = _invoke("--data", str(tmp_path / "x.jsonl"))
     assert result.exit_code == 2 and "needs a tokenizer" in result.output
+
+
+@pytest.mark.parametrize("head,arch,estimator", [("mlm", "xlm-roberta", "per_example"), ("qa", "deberta-v2", "exact"),
+                                                 ("multiple_choice", "bert", "empirical"), ("tagging", "bert", "reference")])
+def test_every_head_runs_on_random_batches(head, arch, estimator):
+    result = _invoke("--head", head, "--arch", arch, "--estimator", estimator, "--batches", "2", "--batch-size", "2",
+                     "--seq-len", "6")
+    assert result.exit_code == 0, result.output
+    assert f"output {head}; estimator {estimator}" in result.output

@@ -43,7 +43,7 @@ def test_sampled_estimators_are_unbiased_and_per_example_has_lower_variance(setu
         z = (values.mean(0) - target) / se
         assert (z.abs() < 4).all(), (est, z)
     ratio = runs["batch"].var(0) / runs["per_example"].var(0)
-    assert (ratio > 5).all(), ratio
+    assert (ratio > 20).all(), ratio
 
 
 def test_reference_labels_underestimate_exact(setup):

@@ -58,6 +58,7 @@ def test_only_task_module_and_head_train(madx_dirs, task_module):
     assert not any("mlm" in n for n, _ in model.named_parameters())  # the base's MLM head is gone
     assert list(model.heads) == ["nli"]
     assert str(model.active_adapters) == "Stack[en, nli]"
+    assert setup.model_name == "base"  # the directory name unless model_name is given
 
     batch = tiny_batch("classification", vocab=64, num_labels=3)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -7,9 +7,27 @@ import pytest
 import torch
 
 from fisherlab.blocks import BlockMap
-from fisherlab.fisher.penalty import L2, FisherPenalty, RegulariserError, step_seed, trainable_parameters
+from fisherlab.fisher.penalty import (
+    L2,
+    FisherPenalty,
+    RegulariserError,
+    step_seed,
+    trainable_parameters,
+)
 from fisherlab.regularise import regularised_loss
 from fisherlab.tiny import tiny_adapter_model, tiny_batch
+
+# Tests read values of tensors that carry a graph (for later backward): fine here.
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True:UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models are dominated by thread start-up on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _model(head: str = "classification", dtype=torch.float64, **kwargs):
@@ -114,7 +132,7 @@ def test_shared_forward_gives_the_same_term_as_an_own_forward():
         own = penalty(model, batch, step=4)
         _, parts, _ = regularised_loss(model, batch, [penalty], step=4)
         shared = parts["fisher_penalty"]
-        assert float(shared) == pytest.approx(float(own), rel=1e-12)
+        assert float(shared.detach()) == pytest.approx(float(own.detach()), rel=1e-12)
         assert torch.allclose(_flat_grad(shared, model), _flat_grad(own, model), rtol=1e-6, atol=1e-10)
 
 
@@ -167,14 +185,51 @@ def test_bad_arguments_fail_clearly():
 def test_l2_to_zero_and_to_init():
     model = _model("classification")
     params = trainable_parameters(model)
-    expected = 0.5 * 0.1 * sum(float(p.pow(2).sum()) for p in params.values())
+    expected = 0.5 * 0.1 * sum(float(p.detach().pow(2).sum()) for p in params.values())
     assert float(L2(0.1, "zero")(model)) == pytest.approx(expected, rel=1e-12)
     term = L2(0.1, "init")
-    assert float(term(model)) == 0.0  # anchored at the first call
+    assert float(term(model).detach()) == 0.0  # anchored at the first call
     name, first = next(iter(params.items()))
     with torch.no_grad():
         first.add_(1.0)
     value = term(model)
-    assert float(value) == pytest.approx(0.05 * first.numel(), rel=1e-12)
+    assert float(value.detach()) == pytest.approx(0.05 * first.numel(), rel=1e-12)
     grad = torch.autograd.grad(value, [first])[0]
     assert torch.allclose(grad, torch.full_like(first, 0.1))
+
+
+@pytest.mark.parametrize("task_at", ["theta", "perturbed"])
+def test_total_gradient_of_the_shared_finite_difference_converges(task_at):
+    """Task loss + penalty through ``regularised_loss``: both finite-difference schedules
+    approach the exact (double backprop) total gradient as h shrinks, with dropout on."""
+    model = _model("classification", dropout=0.2)
+    batch = tiny_batch("classification", batch_size=6)
+
+    def total_grad(term):
+        with torch.random.fork_rng():
+            torch.manual_seed(5)
+            total, parts, _ = regularised_loss(model, batch, [term], step=2)
+        return float(parts["task_loss"].detach()), _flat_grad(total, model)
+
+    task, exact = total_grad(FisherPenalty(1.0, "double_backprop"))
+    errors = []
+    for h in (1e-2, 1e-3, 1e-4):
+        task_fd, approx = total_grad(FisherPenalty(1.0, h=h, task_at=task_at))
+        assert task_fd == pytest.approx(task, rel=1e-12)  # the logged task loss is at theta
+        errors.append(float((approx - exact).norm() / exact.norm()))
+    assert errors[0] > 5 * errors[1] > 25 * errors[2]
+    assert errors[2] < 2e-4
+
+
+def test_perturbed_task_loss_refuses_checkpointing_and_auto_falls_back():
+    model = _model("classification")
+    batch = tiny_batch("classification")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    with pytest.raises(RegulariserError, match="checkpointing"):
+        regularised_loss(model, batch, [FisherPenalty(1.0, task_at="perturbed")])
+    auto = FisherPenalty(1.0)
+    assert not auto.takes_task_forward(model)
+    total, _, _ = regularised_loss(model, batch, [auto])
+    assert torch.isfinite(_flat_grad(total, model)).all()
+    with pytest.raises(RegulariserError, match="finite_difference"):
+        FisherPenalty(method="double_backprop", task_at="perturbed")

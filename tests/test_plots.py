@@ -212,6 +212,7 @@ def test_single_ax_and_multi_panel_error():
     fig = Figure()
     ax = fig.subplots()
     assert plot_trace_curves(make_curves(runs), runs, ax=ax) is fig
+    assert ax.get_legend() is not None and not fig.legends  # the caller's axes hold the legend
     with pytest.raises(ValueError, match="panels but one ax"):
         plot_relative_performance(make_table(), ax=ax)
 

@@ -22,7 +22,7 @@ def train_weights(tmp, *, probe_mode: str | None, steps: int = 5):
     model = tiny_model(dropout=0.1)
     callbacks = []
     if probe_mode is not None:
-        callbacks.append(FisherProbeCallback(every=3, n_batches=1, blocks="task", mode=probe_mode, seed=5))
+        callbacks.append(FisherProbeCallback(every=3, n_batches=1, mode=probe_mode, seed=5))
     trainer = Trainer(model=model, args=tiny_args(tmp, max_steps=steps), train_dataset=tiny_dataset(),
                       callbacks=callbacks)
     trainer.train()
@@ -75,6 +75,34 @@ def test_rows_logs_and_trainable_flags(tmp_path):
         assert h["fisher/layer.0"] == pytest.approx(next(r["trace"] for r in step_rows if r["block"] == "layer.0"))
     assert probe.config() == {"every": 3, "estimator": "per_example", "n_batches": 2, "seed": 0,
                               "batch_size": 4, "mode": "eval"}
+
+
+def test_shared_probe_measures_once_per_step(tmp_path, monkeypatch):
+    import fisherlab.fisher.estimators as estimators
+
+    from fisherlab.unfreezing import Fisher
+
+    calls = []
+    real = estimators.trace_fisher
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(estimators, "trace_fisher", counting)
+    model = tiny_model()
+    blocks = BlockMap.from_model(model, adapter="task")
+    shared = FisherProbe(n_batches=1, seed=3)
+    fun = UnfreezeCallback(Fisher(k=2, probe=shared), blocks)
+    probe_cb = FisherProbeCallback(every=2, blocks=blocks, probe=shared)
+    assert fun.strategy.to_string() == "fisher:k=2;estimator=per_example;n_batches=1;seed=3;mode=eval"
+    trainer = Trainer(model=model, args=tiny_args(tmp_path, max_steps=4), train_dataset=tiny_dataset(),
+                      callbacks=[fun, probe_cb])
+    trainer.train()
+    assert [m.step for m in probe_cb.history] == [0, 2, 4]
+    assert [e.step for e in fun.schedule.events] == [0, 2]
+    assert len(calls) == 3  # steps 0 and 2 measured once for both callbacks
+    assert fun.schedule.events[1].scores == {b: probe_cb.history[1].traces[b] for b in blocks.layer_blocks}
 
 
 def test_probe_batches_are_seeded_by_step_and_bounded():

@@ -237,3 +237,27 @@ def test_analysis_side_never_imports_torch():
     code = ("import sys; import fisherlab.analysis, fisherlab.runs, fisherlab.analysis.synthetic; "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_invalid_utf8_is_repaired_and_reported(tmp_path):
+    run_dir = tmp_path / "r"
+    writer = RunWriter.create(run_dir, {})
+    writer.log_metric(0, "validation", "en", "accuracy", 1.0)
+    with open(run_dir / "metrics.jsonl", "ab") as handle:
+        handle.write(b'{"step": 1, "split": "valid\xff", "language": "en", "metric": "accuracy", "value": 2.0}\n')
+    run = read_run(run_dir)
+    assert run.metrics["value"].tolist() == [1.0, 2.0]
+    (problem,) = [p for p in run.problems if "UTF-8" in p["reason"]]
+    assert problem["line"] == 2 and problem["action"].startswith("repaired")
+
+
+def test_docs_document_every_schema_field():
+    from fisherlab.runs.schema import ALL_FIELDS
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "run-format.md").read_text(encoding="utf-8")
+    for name, fields in ALL_FIELDS.items():
+        section = docs.split(f"## `{name}`", 1)[1].split("\n## ", 1)[0]
+        for field_name, (_, required) in fields.items():
+            row = [line for line in section.splitlines() if line.startswith(f"| `{field_name}` |")]
+            assert row, f"docs/run-format.md does not document {name}:{field_name}"
+            assert ("| yes |" in row[0]) == required, f"{name}:{field_name} required flag differs"

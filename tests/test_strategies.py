@@ -68,7 +68,7 @@ def test_reverse_is_bottom_up_every_k(k):
 @pytest.mark.parametrize("k", [1, 3])
 def test_permutation_follows_order(k):
     order = [2, 5, 0, 1, 4, 3]
-    events, _ = run_schedule("permutation:order=2,5,0,1,4,3;k=%d" % k, k * N_LAYERS + 2 * k)
+    events, _ = run_schedule(f"permutation:order=2,5,0,1,4,3;k={k}", k * N_LAYERS + 2 * k)
     assert events == {j * k: [layer(order[j])] for j in range(N_LAYERS)}
 
 

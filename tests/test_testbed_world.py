@@ -146,3 +146,22 @@ def test_config_serialises_and_validates():
 def test_importing_the_testbed_does_not_import_torch():
     code = "import sys, fisherlab.testbed, fisherlab.tasks; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_code_switching_replaces_only_content_words_and_only_in_pretraining():
+    config = default_world_config()
+    world, langs = World(config), build_languages(config)
+    source, target = langs["en"], langs["sov"]
+    plain = corpus(world, target, 30, STREAM_PRETRAIN)
+    assert corpus(world, target, 30, STREAM_PRETRAIN, source, 0.0) == plain
+    full = corpus(world, target, 30, STREAM_PRETRAIN, source, 1.0)
+    for mixed, original in zip(full, plain, strict=True):
+        concepts = [target.concept_of[w] for w in original.split()]
+        expected = [source.lexicon[c] if c not in FUNCTION_CONCEPTS else target.lexicon[c] for c in concepts]
+        assert mixed.split() == expected  # same order (the target's), source words
+    half = corpus(world, target, 200, STREAM_PRETRAIN, source, 0.5)
+    switched = sum(a != b for s, p in zip(half, corpus(world, target, 200, STREAM_PRETRAIN), strict=True)
+                   for a, b in zip(s.split(), p.split(), strict=True))
+    assert switched > 0
+    with pytest.raises(ValueError, match="code_switch"):
+        LanguageSpec("xx", code_switch=2.0)

@@ -49,6 +49,9 @@ def test_cli_train_writes_a_complete_run(tiny_testbed, tmp_path):
     # validation curve in metrics.jsonl, zero-shot results for every language
     validation = run.metrics[(run.metrics["split"] == "validation") & (run.metrics["metric"] == "accuracy")]
     assert sorted(validation["step"]) == [6, 12]
+    # the probe logs at the same steps as the Trainer: the Trainer's own loss rows must survive
+    train_loss = run.metrics[(run.metrics["split"] == "train") & (run.metrics["metric"] == "loss")]
+    assert sorted(train_loss["step"]) == [3, 6, 9, 12]
     assert run.results["source_language"] == tiny_testbed.source_language
     assert set(run.results["per_language"]) == set(tiny_testbed.languages)
     assert all(0 <= v <= 100 for v in run.results["per_language"].values())

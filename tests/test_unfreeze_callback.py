@@ -25,7 +25,7 @@ def first_change(recorder: Recorder, blocks: BlockMap) -> dict[str, int | None]:
     for block in blocks.names:
         names = list(blocks[block].param_names)
         out[block] = None
-        for prev, cur in zip(steps, steps[1:]):
+        for prev, cur in zip(steps, steps[1:], strict=False):
             if any(not torch.equal(recorder.weights[prev][n], recorder.weights[cur][n]) for n in names):
                 out[block] = cur
                 break
@@ -140,7 +140,7 @@ def test_fun_with_the_real_probe_picks_a_lower_layer_with_a_larger_trace(tmp_pat
     model = tiny_model()
     blocks = BlockMap.from_model(model, adapter="task")
     with torch.no_grad():  # inflate layer 1's adapter: its tr(F) becomes the largest
-        for name, p in blocks.parameters(model, "layer.1").items():
+        for p in blocks.parameters(model, "layer.1").values():
             p.mul_(8.0)
     unfreeze = UnfreezeCallback("fisher:k=1;n_batches=2;estimator=per_example", blocks)
     trainer = Trainer(model=model, args=tiny_args(tmp_path, max_steps=2), train_dataset=tiny_dataset(),

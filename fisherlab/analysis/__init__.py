@@ -6,10 +6,16 @@ Never imports torch: a user with the run store, pandas and scipy can analyse.
 
 from __future__ import annotations
 
-from fisherlab.analysis.curves import centred_moving_average, trace_curves, trainable_mask
+from fisherlab.analysis.curves import centred_moving_average, scale_01, trace_curves, trainable_mask
 from fisherlab.analysis.features import FEATURES, curve_features, features_wide, hill_width
 from fisherlab.analysis.grouping import group_runs
-from fisherlab.analysis.loading import NoRunsError, RunSet, flatten_config, load_runs
+from fisherlab.analysis.loading import (
+    NoRunsError,
+    RunSet,
+    flatten_config,
+    load_runs,
+    parse_strategy,
+)
 from fisherlab.analysis.schedules import (
     count_permutation_schedules,
     mean_unfreeze_position,
@@ -48,8 +54,10 @@ __all__ = [
     "load_runs",
     "mean_unfreeze_position",
     "order_agreement",
+    "parse_strategy",
     "result_table",
     "sample_permutation_schedules",
+    "scale_01",
     "trace_curves",
     "trainable_mask",
     "unfreezing_orders",

@@ -15,6 +15,8 @@ from scipy.signal import peak_prominences, peak_widths
 
 __all__ = ["FEATURES", "curve_features", "features_wide", "hill_width", "run_features"]
 
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+
 FEATURES = ("peak_value", "peak_step", "learning_period", "area", "early_mean", "post_peak_decay")
 
 
@@ -91,7 +93,7 @@ def run_features(steps: np.ndarray, values: np.ndarray, early_fraction: float = 
     out["peak_value"] = peak_value
     out["peak_step"] = float(steps[peak])
     out["learning_period"] = hill_width(values, steps, peak)[0]
-    out["area"] = float(np.trapezoid(values, steps)) if len(values) > 1 else 0.0
+    out["area"] = float(_trapezoid(values, steps)) if len(values) > 1 else 0.0
     cutoff = steps[0] + early_fraction * (steps[-1] - steps[0])
     out["early_mean"] = float(values[steps <= cutoff].mean())
     if peak_value != 0:

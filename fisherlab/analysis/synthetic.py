@@ -215,7 +215,7 @@ def write_synthetic_store(
                   "synthetic": truth}
         writer = RunWriter.create(run_dir, config, run_id=run_id, overwrite=True,
                                   fisher={"estimator": opts["estimator"], "every": every, "n_batches": 4},
-                                  env={"fisherlab": "synthetic"}, created=opts["created"])
+                                  env={"fisherlab": "synthetic"}, created=opts["created"], fsync=False)
         order = _unfreeze_order(plan["method"], n_layers, np.random.default_rng(plan["schedule_rng"]))
         unfrozen_at = {}
         for j, layers in enumerate(order):
@@ -257,7 +257,7 @@ def write_synthetic_store(
                 per_language[lang] = xling + float(offset) + float(eps)
             writer.write_results(opts["metric"], source, per_language, split="test")
         if opts["status"] != "running":
-            writer.finish(opts["status"])
+            writer.finish(opts["status"], finished=opts["created"])
         paths.append(run_dir)
     return paths
 

@@ -408,7 +408,9 @@ class Resegment(View):
             while j < len(ids) and (seq_ids[j], word_ids[j]) == key:
                 j += 1
             pieces: list[str] | None = []
-            for text in self.segmenter.split_word(tokens[i:j]):
+            if self.segmenter.unk is not None and self.segmenter.unk in tokens[i:j]:
+                pieces = None  # a word with an unknown piece keeps its deterministic tokens
+            for text in self.segmenter.split_word(tokens[i:j]) if pieces is not None else ():
                 sampled = None if text == self.segmenter.unk else self.segmenter.sample(
                     text, rng, self.dropout, self.alpha)
                 if sampled is None:

@@ -22,6 +22,7 @@ are restored; the model's parameters are never copied. Sums accumulate in float6
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -124,12 +125,16 @@ def _resolve_blocks(model, blocks, block_names, adapter) -> tuple[BlockMap, list
 
 
 def _active_task_module(model: torch.nn.Module) -> str | None:
-    """The last adapter of an adapters model's active setup (the task module), else None."""
+    """The task module of an adapters model: the active adapter named like the active head
+    (the adapters convention), else the last adapter of the active setup; None without one."""
     active = getattr(model, "active_adapters", None)
     if active is None:
         return None
     flat = active.flatten() if hasattr(active, "flatten") else [active]
     flat = [name for name in flat if isinstance(name, str)]
+    head = getattr(model, "active_head", None)
+    if isinstance(head, str) and head in flat:
+        return head
     return flat[-1] if flat else None
 
 
@@ -260,7 +265,8 @@ def trace_fisher(
     """Estimate tr(F) per block over ``batches`` (see module docstring for the estimators).
 
     ``blocks``: a BlockMap, a ``{block: [parameter names]}`` mapping, or None (discovered
-    for ``adapter``, by default the last adapter of the model's active setup). ``output``:
+    for ``adapter``, by default the active adapter named like the active head, else the last
+    adapter of the active setup; whole layers without adapters). ``output``:
     an output kind name (``classification``, ``multiple_choice``, ``qa``, ``tagging``,
     ``mlm``) or None to infer it from the model. ``seed`` seeds the label sampler
     (``per_example``/``batch``). ``max_backwards`` bounds the backward passes per batch of
@@ -288,12 +294,11 @@ def trace_fisher(
     per_batch: dict[str, list[float]] = {n: [] for n in names}
     sizes: list[int] = []
 
-    iterator: Iterable[Any] = batches
-    if progress:
-        from tqdm.auto import tqdm
-        iterator = tqdm(batches, desc=f"tr(F) [{estimator}]", unit="batch")
-
     with ExitStack() as stack:
+        iterator: Iterable[Any] = batches
+        if progress:
+            from tqdm.auto import tqdm
+            iterator = stack.enter_context(tqdm(batches, desc=f"tr(F) [{estimator}]", unit="batch"))
         stack.enter_context(_PreservedState(model))
         stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(model)))
         stack.enter_context(torch.enable_grad())
@@ -346,6 +351,11 @@ def trace_fisher(
             weights = torch.tensor(sizes, dtype=torch.float64) if estimator == "batch" else None
             traces[n], stderr[n] = _mean_stderr(values, weights)
     meta.update(output=kind.name if kind is not None else None, n_batches=len(sizes))
+    zero = [n for n in names if traces[n] == 0.0]
+    if zero:
+        meta["zero_blocks"] = zero
+        warnings.warn(f"trace_fisher: tr(F) is exactly 0 for block(s) {zero}: their parameters do not "
+                      "influence the outputs (an inactive adapter or head?)", stacklevel=2)
     layers = {n: block_map[n].layer for n in names}
     return FisherMeasurement(traces, stderr, sum(sizes), meta, layers, trainable)
 

@@ -25,12 +25,23 @@ NLL). Two ways to get it:
   the parameter step. ``theta`` is never modified in place: the perturbed values
   are swapped into the modules and the original Parameter objects put back, so it
   is restored exactly. The returned term has the penalty's value and the
-  finite-difference gradient (a detached linear surrogate).
+  finite-difference gradient (a detached linear surrogate). Cost: the forward at
+  ``theta`` is shared with the task loss; ``task_at="theta"`` then needs three
+  backward passes (g, perturbed, task), exact task gradient. ``task_at="perturbed"``
+  (and ``"auto"``, the default, inside :func:`fisherlab.regularise.regularised_loss`
+  unless gradient checkpointing is on) evaluates the task loss at the perturbed point
+  ``theta + r g`` in the same forward as the perturbed penalty loss, so one backward
+  serves both: two forwards and two backwards per step, with the task gradient moved by
+  ``O(h)`` -- the order of the finite-difference error itself.
 
 Under DDP every rank penalises the penalty of its own per-device batch (its own
 ``B``); DDP averages the gradients, so the quantity penalised is the mean over
 ranks of the per-device penalties -- with ``scaled=True`` each is an unbiased
-estimate of tr(F), so the mean is too. Extra forwards bypass the DDP wrapper.
+estimate of tr(F), so the mean is too. Forwards whose graph is never back-propagated
+through DDP's hooks (``g``, the ``task_at="theta"`` perturbed pass) run on the unwrapped
+module; the ``task_at="perturbed"`` pass carries the task loss and goes through the
+wrapper. Either way the perturbed tensors are functions of the parameters, so DDP's
+all-reduce happens once, in the Trainer's backward (tested with 2 gloo ranks).
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ from torch import Tensor
 from fisherlab.fisher.outputs import LABEL_KEYS, OutputKind, get_output, infer_output
 
 METHODS = ("finite_difference", "double_backprop")
+TASK_AT = ("auto", "theta", "perturbed")
 EAGER_ONLY = ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 # Batch fields that describe the raw text for views (never passed to the model).
 TEXT_KEYS = ("words", "word_ids")
@@ -208,7 +220,7 @@ class FisherPenalty:
 
     def __init__(self, alpha: float = 0.01, method: str = "finite_difference", *, scaled: bool = True,
                  h: float = 1e-3, sub_batch: int | float | None = None, seed: int = 0,
-                 output: str | None = None) -> None:
+                 output: str | None = None, task_at: str = "auto") -> None:
         if method not in METHODS:
             raise RegulariserError(f"FisherPenalty: unknown method {method!r}; expected one of {METHODS}")
         if not (math.isfinite(alpha) and alpha >= 0):
@@ -222,11 +234,70 @@ class FisherPenalty:
                 raise RegulariserError("FisherPenalty: sub_batch must be an int >= 1 (examples) or a float in "
                                        f"(0, 1] (fraction); got {sub_batch!r}")
         self.alpha, self.method, self.scaled, self.h = float(alpha), method, bool(scaled), float(h)
-        self.sub_batch, self.seed, self.output = sub_batch, int(seed), output
+        if task_at not in TASK_AT:
+            raise RegulariserError(f"FisherPenalty: unknown task_at {task_at!r}; expected one of {TASK_AT}")
+        if task_at == "perturbed" and (method != "finite_difference" or sub_batch is not None):
+            raise RegulariserError("FisherPenalty: task_at='perturbed' needs method='finite_difference' and "
+                                   "no sub_batch")
+        self.sub_batch, self.seed, self.output, self.task_at = sub_batch, int(seed), output, task_at
 
     def __repr__(self) -> str:
         return (f"FisherPenalty(alpha={self.alpha}, method={self.method!r}, scaled={self.scaled}, h={self.h}, "
-                f"sub_batch={self.sub_batch}, seed={self.seed})")
+                f"sub_batch={self.sub_batch}, seed={self.seed}, task_at={self.task_at!r})")
+
+    def takes_task_forward(self, model: torch.nn.Module) -> bool:
+        """Whether this step should use :meth:`with_task` (the cheaper shared finite difference)."""
+        if self.method != "finite_difference" or self.sub_batch is not None or self.task_at == "theta":
+            return False
+        checkpointing = any(getattr(m, "gradient_checkpointing", False) is True
+                            for m in unwrap_model(model).modules())
+        if checkpointing and self.task_at == "perturbed":
+            raise RegulariserError("FisherPenalty(task_at='perturbed') cannot be used with gradient "
+                                   "checkpointing (the recomputed forward would use the unperturbed "
+                                   "parameters); use task_at='theta' (or 'auto')")
+        return not checkpointing
+
+    def with_task(self, model: torch.nn.Module, batch: Mapping[str, Any], outputs: Any,
+                  forward: Any, *, step: int = 0, rng: RNGSnapshot,
+                  retain_graph: bool = False) -> tuple[Tensor, Tensor]:
+        """``(task loss at theta + r g, penalty term)``: the finite difference with the task loss
+        moved to the perturbed point, so one backward serves both (2 forwards + 2 backwards).
+
+        ``outputs`` come from the forward at ``theta`` (whose task-loss graph is then never
+        back-propagated), ``rng`` from just before it, ``forward(model, batch) -> (loss,
+        outputs)`` computes the task loss. The total gradient is ``grad L_task(theta + r g)
+        + 2 alpha s [grad L(theta + r g) - grad L(theta)] / r``: the task gradient moves by
+        ``O(h)``, the same order as the finite-difference error of the penalty gradient.
+        """
+        params = trainable_parameters(model)
+        if not params:
+            raise RegulariserError("FisherPenalty: the model has no trainable parameters")
+        check_autograd_grad_ok(model, "FisherPenalty(method='finite_difference')")
+        inner = unwrap_model(model)
+        size = batch_size_of(batch)
+        kind = resolve_output(model, self.output, outputs, batch)
+        labels = kind.sample(outputs, batch, self.generator(step))
+        names = list(params)
+        values = [params[k] for k in names]
+        loss = -kind.log_prob(outputs, batch, labels).mean()
+        grads = torch.autograd.grad(loss, values, retain_graph=retain_graph, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(values, grads, strict=True)]
+        sq = sum(g.double().pow(2).sum() for g in grads)
+        norm = float(sq.sqrt())
+        scale = self.alpha * (size if self.scaled else 1.0)
+        value = loss.new_tensor(scale * float(sq))
+        if norm == 0.0 or scale == 0.0:
+            task_loss, _ = forward(model, batch)
+            return task_loss, value
+        r = self.h / norm
+        shifted = {k: p + r * g for k, p, g in zip(names, values, grads, strict=True)}
+        with swapped_parameters(inner, shifted), rng.replay():
+            task_loss, shifted_outputs = forward(model, batch)
+            shifted_loss = -kind.log_prob(shifted_outputs, batch, labels).mean()
+        c = 2.0 * scale / r
+        linear = sum((g * p).sum() for g, p in zip(grads, values, strict=True))
+        surrogate = c * (shifted_loss - shifted_loss.detach()) - c * (linear - linear.detach())
+        return task_loss, value + surrogate
 
     def generator(self, step: int) -> torch.Generator:
         """The label sampler of training step ``step`` (CPU, so CPU and GPU draw the same labels)."""

@@ -23,6 +23,20 @@ shared by several modules, a module applied to a tensor without a per-example
 batch dimension such as DeBERTa's relative-position projections) falls back to an
 exact per-example loop of vector-Jacobian products from the model's outputs,
 with one warning naming the reason. Register more types with ``register_sampler``.
+
+Safety checks, so that a fast path never returns a silently wrong number:
+
+* every autograd use of a sampled parameter in the scalar's graph must lie inside a
+  recorded call of its module (found by walking the graph); other uses (DeBERTa reads
+  ``rel_embeddings.weight`` directly, DoRA reads ``m.weight``) send it to the loop;
+* a call whose leading dimension is neither the batch size nor the number of sequences
+  the model received (or whose input is a Parameter) is not per-example: loop;
+* inputs/outputs modified in place after the hook ran raise an error. (Reentrant
+  gradient checkpointing is refused by torch itself; non-reentrant checkpointing works.)
+
+Limits: examples must not interact in the forward (no batch norm); a batch-shared
+tensor whose leading dimension happens to equal the batch size and that is not a
+Parameter itself cannot be told apart from a per-example one.
 """
 
 from __future__ import annotations
@@ -217,11 +231,7 @@ def _linear_sampler(module: nn.Module, calls: Sequence[Call], batch_size: int, m
     return norms
 
 
-def _layer_norm_supports(module: nn.Module) -> str | None:
-    return None
-
-
-@register_sampler(nn.LayerNorm, supports=_layer_norm_supports)
+@register_sampler(nn.LayerNorm)
 def _layer_norm_sampler(module: nn.LayerNorm, calls: Sequence[Call], batch_size: int, method: str) -> dict[str, Tensor]:
     if not _live(calls) or not module.elementwise_affine:
         return {}
@@ -425,6 +435,24 @@ def _consumers(scalar: Tensor, params: set[int]) -> dict[int, list]:
     return found
 
 
+def _drop_ancestors(pairs: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+    """Keep only outputs that no other output depends on (e.g. drop hidden_states when the
+    logits are there too): their total derivatives would count the same path twice."""
+    nodes = {id(t.grad_fn): t for t, _ in pairs if t.grad_fn is not None}
+    ancestors: set[int] = set()
+    for t, _ in pairs:
+        seen, stack = set(), [fn for fn, _ in t.grad_fn.next_functions] if t.grad_fn is not None else []
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if id(node) in nodes:
+                ancestors.add(id(node))
+            stack.extend(fn for fn, _ in node.next_functions)
+    return [(t, g) for t, g in pairs if id(t.grad_fn) not in ancestors]
+
+
 def _example_rows(t: Tensor, batch_size: int, example: int) -> slice:
     per = t.shape[0] // batch_size
     return slice(example * per, (example + 1) * per)
@@ -460,7 +488,6 @@ class PerExampleGradNorms:
         self._handles: list[Any] = []
         self._flags: list[tuple[nn.Parameter, bool]] = []
         self._records: dict[int, list[Call]] = {}
-        self._no_grad: set[int] = set()   # hooked modules called with grad disabled since clear()
         self._in_grad = False
         self._pending: dict[int, dict[str, Tensor]] = {}
         self._model_outputs: list[Tensor] = []
@@ -552,7 +579,6 @@ class PerExampleGradNorms:
     def clear(self) -> None:
         """Drop every recorded activation (call between batches)."""
         self._records.clear()
-        self._no_grad.clear()
         self._pending.clear()
         self._model_outputs.clear()
         self._model_rows = None
@@ -596,8 +622,7 @@ class PerExampleGradNorms:
             extras = self._pending.pop(mid, {})
             if self._in_grad:   # recomputation inside our own autograd.grad (checkpointing)
                 return
-            if not torch.is_grad_enabled():
-                self._no_grad.add(mid)
+            if not torch.is_grad_enabled():   # not in any graph: its gradient is zero
                 return
             target = sampler.output(module, args, kwargs, output)
             if target is None or not target.requires_grad:
@@ -636,12 +661,6 @@ class PerExampleGradNorms:
                                  f"batch_size={batch_size}")
             valid_rows.add(self._model_rows)
 
-        silent = [self._modules[mid][0] for mid in self._no_grad if not self._records.get(mid)]
-        if silent:
-            raise RuntimeError(
-                f"sq_norms: {silent[:3]} ran with gradients disabled and never with them enabled since the "
-                "last clear(); per-example norms need the recorded graph (gradient checkpointing with "
-                "use_reentrant=True hides it: use use_reentrant=False, or call clear() after a no_grad forward)")
         loop = set(self._loop)
         sampled: list[tuple[nn.Module, Sampler, dict[str, int], list[Call]]] = []
         for mid, (mname, module, sampler, locals_) in self._modules.items():
@@ -720,6 +739,7 @@ class PerExampleGradNorms:
                     batch_size: int, retain_graph: bool, result: dict[str, Tensor]) -> None:
         """Exact per-example gradients by one vector-Jacobian product per example."""
         live = [(t, g) for t, g in zip(frontier, grads, strict=True) if g is not None]
+        live = _drop_ancestors(live)
         if not live:
             return
         outputs = [t for t, _ in live]

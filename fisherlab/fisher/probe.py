@@ -188,7 +188,7 @@ class FisherProbe:
             examples = [self.dataset[j] for j in idx]
             batch = self.collate_fn(examples) if self.collate_fn is not None else \
                 torch.utils.data.default_collate(examples)
-            if hasattr(batch, "data") and isinstance(getattr(batch, "data"), dict):  # BatchEncoding
+            if hasattr(batch, "data") and isinstance(batch.data, dict):  # BatchEncoding
                 batch = dict(batch.data)
             out.append(_to_device(batch, torch.device(device)) if device is not None else batch)
         return out
@@ -273,6 +273,18 @@ def _all_reduce_traces(names: Sequence[str], traces: Mapping[str, float], stderr
 
 # -- Trainer glue ---------------------------------------------------------------------------
 
+def active_task_module(model: torch.nn.Module) -> str | None:
+    """The last adapter of an adapters model's active setup (its task module), else None (full model)."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    active = getattr(model, "active_adapters", None)
+    if active is None:
+        return None
+    flat = active.flatten() if hasattr(active, "flatten") else [active]
+    names = [name for name in flat if isinstance(name, str)]
+    return names[-1] if names else None
+
+
 def find_trainer(callback: Any) -> Any:
     """The ``transformers.Trainer`` whose callback handler holds ``callback``, found on the call
     stack (callbacks are invoked from Trainer methods); None if there is none."""
@@ -322,7 +334,11 @@ class TrainerBoundCallback(TrainerCallback):
         """Log through ``Trainer.log`` (report_to backends); else only into ``state.log_history``."""
         trainer = self.trainer
         if trainer is not None:
+            # Trainer.log -> CallbackHandler.on_log resets control.should_log; keep the Trainer's own
+            # decision so its loss/lr logging at this same step is not swallowed.
+            should_log = trainer.control.should_log
             trainer.log(dict(logs))
+            trainer.control.should_log = should_log
             return
         if not self._warned_unbound:
             warnings.warn(f"{type(self).__name__}: no Trainer bound; values go to state.log_history only "
@@ -331,11 +347,15 @@ class TrainerBoundCallback(TrainerCallback):
         state.log_history.append({**logs, "step": state.global_step})
 
     @staticmethod
-    def _resolve_blocks(blocks: BlockMap | str | None, model: torch.nn.Module, who: str) -> BlockMap:
+    def _resolve_blocks(blocks: BlockMap | str | None, model: torch.nn.Module, who: str,
+                        discover: bool = False) -> BlockMap:
+        """A BlockMap as given, from an adapter name, or (``discover``) for the model's active task module."""
         if isinstance(blocks, BlockMap):
             return blocks
         if isinstance(blocks, str):
             return BlockMap.from_model(model, adapter=blocks)
+        if blocks is None and discover:
+            return BlockMap.from_model(model, adapter=active_task_module(model))
         raise BlockMapError(f"{who}: blocks must be a BlockMap or the task adapter's name, got {blocks!r}")
 
 
@@ -349,7 +369,8 @@ class FisherProbeCallback(TrainerBoundCallback):
     the trainer's training dataset and collator (see :class:`FisherProbe`); the
     training data order and every RNG stream are left alone.
 
-    ``blocks`` is a BlockMap or the task adapter's name; ``probe`` shares a
+    ``blocks`` is a BlockMap, the task adapter's name, or None (the model's active task
+    module; the whole layers of a model without adapters); ``probe`` shares a
     :class:`FisherProbe` (e.g. with the ``fisher`` strategy; its settings win).
     """
 
@@ -378,12 +399,12 @@ class FisherProbeCallback(TrainerBoundCallback):
 
     # -- events ------------------------------------------------------------------------------
     def on_init_end(self, args, state, control, model=None, **kwargs):
-        if model is not None and self.blocks is not None:
-            self.blocks = self._resolve_blocks(self.blocks, model, "FisherProbeCallback")
+        if model is not None:
+            self.blocks = self._resolve_blocks(self.blocks, model, "FisherProbeCallback", discover=True)
         self.trainer  # noqa: B018  (binds from the stack if possible)
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        self.blocks = self._resolve_blocks(self.blocks, model, "FisherProbeCallback")
+        self.blocks = self._resolve_blocks(self.blocks, model, "FisherProbeCallback", discover=True)
         if not self.probe.attached:
             if train_dataloader is None:
                 raise ValueError("FisherProbeCallback: no training dataloader to draw probe batches from; "

@@ -45,10 +45,22 @@ def build_tiny(arch: str = "bert", layers: int = 2, task_module: str | None = "s
                        f"{task_module or 'full'}, {head})")
 
 
-def load_checkpoint(path_or_name: str, adapter: str | None = None) -> LoadedModel:
+def _load_named_adapter(model: Any, adapter: str, what: str) -> str:
+    """``adapter`` as a name in the model, or load it from a saved adapter directory."""
+    if Path(adapter).is_dir():
+        try:
+            return model.load_adapter(adapter)
+        except (OSError, ValueError, KeyError) as err:
+            raise FisherError(f"cannot load {what} from {adapter!r}: {err}") from err
+    return adapter
+
+
+def load_checkpoint(path_or_name: str, adapter: str | None = None, lang_adapter: str | None = None) -> LoadedModel:
     """Load ``path_or_name`` with ``AutoAdapterModel``; activate ``adapter`` (a name in the
-    checkpoint or a directory saved with ``save_adapter``) and its head if one shares its name."""
+    checkpoint or a directory saved with ``save_adapter``), stacked after ``lang_adapter`` when
+    given (MAD-X), and the head named like the adapter if there is one."""
     from adapters import AutoAdapterModel
+    from adapters.composition import Stack
 
     looks_local = path_or_name.startswith((".", "/", "~")) or Path(path_or_name).exists()
     if looks_local and not Path(path_or_name).expanduser().is_dir():
@@ -57,22 +69,21 @@ def load_checkpoint(path_or_name: str, adapter: str | None = None) -> LoadedMode
         model = AutoAdapterModel.from_pretrained(path_or_name)
     except (OSError, ValueError, KeyError) as err:
         raise FisherError(f"cannot load a model from {path_or_name!r}: {err}") from err
+    if adapter is not None:
+        adapter = _load_named_adapter(model, adapter, "an adapter")
+    if lang_adapter is not None:
+        lang_adapter = _load_named_adapter(model, lang_adapter, "a language adapter")
     known = sorted(getattr(model.adapters_config, "adapters", {}))
-    if adapter is not None and Path(adapter).is_dir():
-        try:
-            adapter = model.load_adapter(adapter)
-        except (OSError, ValueError, KeyError) as err:
-            raise FisherError(f"cannot load an adapter from {adapter!r}: {err}") from err
-        known = sorted(model.adapters_config.adapters)
-    if adapter is None and len(known) == 1:
+    if adapter is None and lang_adapter is None and len(known) == 1:
         adapter = known[0]
     elif adapter is None and known:
         raise FisherError(f"{path_or_name!r} has adapters {known}; pass --adapter NAME to choose the task module")
-    if adapter is not None:
-        if adapter not in known:
+    for name in (lang_adapter, adapter):
+        if name is not None and name not in known:
             listed = ", ".join(known) if known else "none"
-            raise FisherError(f"no adapter named {adapter!r} in {path_or_name!r}; its adapters are: {listed}")
-        model.set_active_adapters(adapter)
+            raise FisherError(f"no adapter named {name!r} in {path_or_name!r}; its adapters are: {listed}")
+    if adapter is not None:
+        model.set_active_adapters(Stack(lang_adapter, adapter) if lang_adapter else adapter)
         if adapter in model.heads:
             model.active_head = adapter
     try:
@@ -102,7 +113,11 @@ def random_batches(model: torch.nn.Module, output: OutputKind, n_batches: int, b
     pad = int(getattr(config, "pad_token_id", 0) or 0)
     low = min(1000, vocab // 4) if vocab > 8 else 0
     head = _head_config(model)
-    num_labels = int(head.get("num_labels", getattr(config, "num_labels", 2)) or 2)
+    try:
+        config_labels = int(config.num_labels)
+    except (TypeError, ValueError, AttributeError):  # e.g. id2label None on MLM configs
+        config_labels = 2
+    num_labels = int(head.get("num_labels") or config_labels or 2)
     num_choices = int(head.get("num_choices", 2) or 2)
     gen = torch.Generator().manual_seed(seed)
     batches = []
@@ -119,9 +134,12 @@ def random_batches(model: torch.nn.Module, output: OutputKind, n_batches: int, b
         elif output.name == "qa":
             start = (torch.rand(batch_size, generator=gen) * mask.sum(-1)).long()
             batch["start_positions"], batch["end_positions"] = start, start
+        elif output.name == "mlm":  # ~15% of the real tokens are scored (at least the first), labels = ids
+            chosen = (torch.rand(shape, generator=gen) < 0.15) & (mask == 1)
+            chosen[:, 0] = True
+            batch["labels"] = batch["input_ids"].masked_fill(~chosen, -100)
         else:
-            classes = vocab if output.name == "mlm" else num_labels
-            labels = torch.randint(0, classes, shape, generator=gen)
+            labels = torch.randint(0, num_labels, shape, generator=gen)
             batch["labels"] = labels.masked_fill(mask == 0, -100)
         batches.append(batch)
     return batches

@@ -75,11 +75,11 @@ def estimator_panels(
 ) -> list[str]:
     """``panel`` plus ``estimator`` when the frame mixes estimators (policy ``facet``).
 
-    With policy ``refuse`` a mix raises :class:`MixedEstimatorError`.
+    With policy ``refuse`` a mix raises :class:`MixedEstimatorError`, whatever the panels.
     """
     if policy not in ("facet", "refuse"):
         raise ValueError(f"estimator_policy must be 'facet' or 'refuse', got {policy!r}")
-    if "estimator" not in frame.columns or "estimator" in panel:
+    if "estimator" not in frame.columns:
         return panel
     found = sorted({str(v) for v in frame["estimator"] if not _is_missing(v)})
     if len(found) <= 1:
@@ -90,7 +90,7 @@ def estimator_panels(
             "curves from different estimators are not comparable. Select runs of one "
             "estimator or facet by estimator (estimator_policy='facet')."
         )
-    return [*panel, "estimator"]
+    return panel if "estimator" in panel else [*panel, "estimator"]
 
 
 def panel_keys(frame: pd.DataFrame, columns: list[str]) -> list[tuple[str, ...]]:
@@ -176,6 +176,14 @@ def facet_titles(columns: list[str], keys: list[tuple[str, ...]]) -> tuple[str, 
         return "", [panel_title(columns, keys[0])]
     titles = [panel_title([columns[i] for i in varying], tuple(k[i] for i in varying)) for k in keys]
     return common, titles
+
+
+def add_legend(fig: Figure, ax: Axes | None, handles: list, labels: list[str], title: str) -> None:
+    """Legend outside the panels on our figures; inside the caller's ``ax`` otherwise."""
+    if ax is None:
+        fig.legend(handles, labels, title=title, loc="outside right upper")
+    else:
+        ax.legend(handles, labels, title=title, loc="best", fontsize="small", title_fontsize="small")
 
 
 def finish(fig: Figure, common: str, own_figure: bool) -> None:

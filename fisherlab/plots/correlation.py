@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D
 from scipy import stats as sps
 
 from fisherlab.plots._facets import (
+    add_legend,
     as_list,
     estimator_panels,
     facet_axes,
@@ -85,7 +86,7 @@ def stats_title(
     n = len(part)
     if n < 3 or part[x].nunique() < 2 or part[y].nunique() < 2:
         return f"n = {n} (too few for r)"
-    fn = sps.spearmanr if method == "spearman" else sps.pearsonr
+    fn = {"spearman": sps.spearmanr, "kendall": sps.kendalltau}.get(method, sps.pearsonr)
     res = fn(part[x].to_numpy(float), part[y].to_numpy(float))
     return f"{method.capitalize()} r = {float(res[0]):.2f}, {format_p(float(res[1]))}, n = {n} (no CI)"
 
@@ -181,8 +182,7 @@ def plot_feature_vs_result(
             )
         if hue:
             handles = [Line2D([], [], color=colors[h], marker="o", lw=0) for h in hues]
-            fig.legend(handles, [mpl_text(h) for h in hues], title=mpl_text(hue),
-                       loc="outside right upper")
+            add_legend(fig, ax, handles, [mpl_text(h) for h in hues], mpl_text(hue))
         finish(fig, common, ax is None)
     return fig
 
@@ -198,12 +198,12 @@ def plot_trace_vs_accuracy(
     stats: pd.DataFrame | None = None,
     method: str = "spearman",
     estimator_policy: str = "facet",
-    logx: bool = True,
+    logx: bool | str = "auto",
     fit: bool = True,
     ci: int | None = 95,
     n_boot: int = 1000,
     seed: int = 0,
-    xlabel: str = "final tr(F), sum over trainable blocks",
+    xlabel: str = "final tr(F), sum over trainable layer blocks",
     ylabel: str = "source-language accuracy",
     palette: Mapping[str, Any] | None = None,
     col_wrap: int = 3,
@@ -214,9 +214,14 @@ def plot_trace_vs_accuracy(
     One row per run in ``points``. Markers follow Stickland & Murray
     (consistency ×, Fisher penalty ●, L2 ■); each point is annotated with its
     ``weight``. Optional fit, CI band and r in the title as in
-    :func:`plot_feature_vs_result`.
+    :func:`plot_feature_vs_result`. ``logx="auto"``: log scale when x spans more
+    than a factor 10.
     """
     what = "plot_trace_vs_accuracy"
+    if logx == "auto":  # log scale only when tr(F) spans more than a decade
+        values = pd.to_numeric(points[x], errors="coerce") if x in points.columns else pd.Series([], dtype=float)
+        values = values[np.isfinite(values.to_numpy(dtype=float))]
+        logx = bool(len(values) and values.min() > 0 and values.max() / values.min() > 10)
     data, panel_cols, keys = _prepare(points, x, y, panel, [regulariser], estimator_policy, what, logx)
     kinds = sorted(data[regulariser].unique())
     colors = resolve_palette(kinds, palette)
@@ -245,7 +250,7 @@ def plot_trace_vs_accuracy(
             )
         handles = [Line2D([], [], color=colors[k], marker=markers[k], lw=0) for k in kinds]
         title = mpl_text(regulariser if weight is None else f"{regulariser} (label: {weight})")
-        fig.legend(handles, [mpl_text(k) for k in kinds], title=title, loc="outside right upper")
+        add_legend(fig, ax, handles, [mpl_text(k) for k in kinds], title)
         finish(fig, common, ax is None)
     return fig
 
@@ -264,8 +269,8 @@ def plot_two_stage_gain(
     ci: int | None = 95,
     n_boot: int = 1000,
     seed: int = 0,
-    xlabel: str = "tr(F) after source-language training",
-    ylabel: str = "gain from target-language fine-tuning",
+    xlabel: str = "tr(F) after the source stage",
+    ylabel: str = "target-language gain",
     col_wrap: int = 3,
     ax: Axes | None = None,
 ) -> Figure:
@@ -299,8 +304,7 @@ def plot_two_stage_gain(
             )
         if hue:
             handles = [Line2D([], [], color=colors[h], marker="o", lw=0) for h in hues]
-            fig.legend(handles, [mpl_text(h) for h in hues], title=mpl_text(hue),
-                       loc="outside right upper")
+            add_legend(fig, ax, handles, [mpl_text(h) for h in hues], mpl_text(hue))
         finish(fig, common, ax is None)
     return fig
 

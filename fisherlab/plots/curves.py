@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from fisherlab.plots._facets import (
+    add_legend,
     as_list,
     estimator_panels,
     facet_axes,
@@ -37,7 +38,7 @@ CURVE_LABELS = {
     "trace": "tr(F) per trainable block",
     "trace_smooth": "tr(F) per trainable block\n(moving average)",
     "trace_scaled": "tr(F), scaled to [0, 1]",
-    "trace_sum": "tr(F), sum over trainable blocks",
+    "trace_sum": "tr(F), sum over trainable layer blocks",
 }
 
 BAND_LABELS = {"sd": "±1 sd", "se": "±1 se", "ci": "95% bootstrap CI", "pi": "95% interval"}
@@ -52,7 +53,7 @@ def _band_label(errorbar: Any) -> str:
 
 def _attach(curves: pd.DataFrame, runs: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
     """Curves with the run-level ``columns`` (method, model, ...) joined on run_id."""
-    wanted = [c for c in columns if c not in curves.columns]
+    wanted = [c for c in dict.fromkeys(columns) if c not in curves.columns]
     if not wanted:
         return curves
     if runs is None:
@@ -68,7 +69,7 @@ def plot_trace_curves(
     *,
     value: str = "trace_smooth",
     hue: str = "method",
-    panel: str | Sequence[str] | None = ("model", "task"),
+    panel: str | Sequence[str] | None = ("model", "task", "estimator"),
     estimator_policy: str = "facet",
     errorbar: Any = "sd",
     n_boot: int = 1000,
@@ -119,10 +120,7 @@ def plot_trace_curves(
                 axis.set_yscale("log")
         handles = [Line2D([], [], color=colors[h], lw=2) for h in hues]
         labels = [mpl_text(f"{h} (n={int(n_runs.get(h, 0))})") for h in hues]
-        fig.legend(
-            handles, labels, title=f"{mpl_text(hue)}, runs\nband: {_band_label(errorbar)}",
-            loc="outside right upper",
-        )
+        add_legend(fig, ax, handles, labels, f"{mpl_text(hue)}, runs\nband: {_band_label(errorbar)}")
         finish(fig, common, ax is None)
     return fig
 
@@ -227,7 +225,6 @@ def plot_trace_validation(
             CURVE_LABELS.get(value, mpl_text(value)).replace("\n", " ") + " (left)",
             mpl_text(f"{split} {metric} (right)"),
         ]
-        fig.legend(handles, labels, title=f"mean over runs\nband: {_band_label(errorbar)}",
-                   loc="outside right upper")
+        add_legend(fig, ax, handles, labels, f"mean over runs\nband: {_band_label(errorbar)}")
         finish(fig, common, ax is None)
     return fig

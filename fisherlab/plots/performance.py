@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from fisherlab.plots._facets import (
+    add_legend,
     as_list,
     facet_axes,
     facet_titles,
@@ -94,8 +95,7 @@ def plot_relative_performance(
             axis.set_ylabel(mpl_text(ylabel if ylabel is not None else value))
             axis.set_title(title)
         handles = [Patch(color=colors[h]) for h in hues]
-        fig.legend(handles, [mpl_text(h) for h in hues], title=mpl_text(hue),
-                   loc="outside right upper")
+        add_legend(fig, ax, handles, [mpl_text(h) for h in hues], mpl_text(hue))
         finish(fig, common, ax is None)
     return fig
 

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from fisherlab.plots._facets import (
+    add_legend,
     as_list,
     facet_axes,
     facet_titles,
@@ -90,6 +91,6 @@ def plot_unfreezing_order(
         for i, h in enumerate(hues):
             handles.append(Line2D([], [], color=colors[h], marker=MARKERS[i % len(MARKERS)], lw=1))
             labels.append(mpl_text(h))
-        fig.legend(handles, labels, title="mean ±1 sd over runs", loc="outside right upper")
+        add_legend(fig, ax, handles, labels, "mean ±1 sd over runs")
         finish(fig, common, ax is None)
     return fig

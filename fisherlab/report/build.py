@@ -99,9 +99,11 @@ def _run_meta(runset: Any) -> pd.DataFrame:
 
 
 def _estimator_label(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "(unknown)"
-    return str(value)
+    try:
+        missing = value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        missing = False
+    return "(unknown)" if missing else str(value)
 
 
 def _pick_column(columns: Iterable[str], wanted: str | None, candidates: Iterable[str],
@@ -152,7 +154,12 @@ def _curves(ctx: _Context) -> pd.DataFrame:
             ctx.curves = pd.DataFrame(columns=["run_id", "step", "trace_sum", "n_trainable", "trace",
                                                "trace_smooth", "trace_scaled"])
         else:
-            ctx.curves = trace_curves(ctx.runset, window=ctx.options.window, normalise=True, scale01=True)
+            try:
+                ctx.curves = trace_curves(ctx.runset, window=ctx.options.window, normalise=True, scale01=True)
+            except ValueError as err:  # no block with a layer index: count every block
+                ctx.notes.append(f"tr(F) curves include every block (not only layer blocks): {err}")
+                ctx.curves = trace_curves(ctx.runset, window=ctx.options.window, normalise=True,
+                                          scale01=True, layers_only=False)
     return ctx.curves
 
 
@@ -166,7 +173,7 @@ def _features(ctx: _Context) -> pd.DataFrame:
 
 
 def _final_trace(ctx: _Context) -> pd.DataFrame:
-    """``run_id, final_trace``: tr(F) summed over trainable blocks at each run's last probe."""
+    """``run_id, final_trace``: tr(F) summed over the trainable layer blocks (head excluded) at each run's last probe."""
     curves = _curves(ctx)
     ok = curves.loc[np.isfinite(pd.to_numeric(curves["trace_sum"], errors="coerce").to_numpy(dtype=float))]
     if ok.empty:
@@ -183,7 +190,7 @@ def _fig_trace(ctx: _Context) -> Drawn:
     curves = _curves(ctx)
     if curves.empty:
         raise SkipFigure("no run has tr(F) measurements (fisher.jsonl)")
-    fig = plot_trace_curves(curves, ctx.meta, value="trace_smooth", panel=("model", "task"),
+    fig = plot_trace_curves(curves, ctx.meta, value="trace_smooth", panel=("model", "task", "estimator"),
                             estimator_policy=ctx.options.estimator_policy, palette=ctx.palette,
                             seed=ctx.options.seed)
     return Drawn(fig, "Mean tr(F) per trainable layer block (sum over the blocks trainable at that "
@@ -358,14 +365,31 @@ def _fig_regulariser(ctx: _Context) -> Drawn:
     data = data.loc[np.isfinite(data["source_score"].to_numpy(dtype=float))]
     if data.empty:
         raise SkipFigure("no regulariser run has both a final tr(F) and a source-language result")
+    stats = _point_stats(ctx, data, "final_trace", "source_score")
     fig = plot_trace_vs_accuracy(data, x="final_trace", y="source_score", regulariser="regulariser",
-                                 weight="weight" if weight_col else None,
+                                 weight="weight" if weight_col else None, stats=stats,
                                  estimator_policy=ctx.options.estimator_policy,
                                  n_boot=min(ctx.options.n_boot, 1000), seed=ctx.options.seed,
                                  palette=ctx.palette, method=ctx.options.correlation)
-    return Drawn(fig, f"tr(F) summed over trainable blocks at each run's last probe step against the "
+    return Drawn(fig, f"tr(F) summed over the trainable layer blocks at each run's last probe step against the "
                       f"source-language result; marker and colour = regulariser ({kind_col}), label = "
-                      f"weight ({weight_col or 'not found'}).", "runs (one point per run)")
+                      f"weight ({weight_col or 'not found'}); least-squares line with a 95% bootstrap band; "
+                      f"{ctx.options.correlation} r with a bootstrap CI and a permutation p-value in the title.",
+                 "runs (one point per run)")
+
+
+def _point_stats(ctx: _Context, data: pd.DataFrame, x: str, y: str) -> pd.DataFrame | None:
+    """``correlate`` over runs (one row per run in ``data``) per model, task and estimator."""
+    from fisherlab.analysis import correlate
+
+    if data["run_id"].duplicated().any():
+        return None
+    frame = data[["run_id", x, y, "model", "task", "estimator"]].copy()
+    for column in ("model", "task", "estimator"):
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), "(unknown)").astype(str)
+    stats = correlate(frame, None, x=x, y=y, method=ctx.options.correlation, n_boot=ctx.options.n_boot,
+                      n_perm=ctx.options.n_perm, seed=ctx.options.seed, by=("model", "task", "estimator"))
+    return _panel_stats(stats)
 
 
 def _fig_two_stage(ctx: _Context) -> Drawn:
@@ -388,8 +412,10 @@ def _fig_two_stage(ctx: _Context) -> Drawn:
                               n_boot=min(ctx.options.n_boot, 1000), seed=ctx.options.seed,
                               method=ctx.options.correlation)
     return Drawn(fig, f"Gain on the target language from the second (target-language) stage (metrics "
-                      f"rows with split {split!r}, last step) against tr(F) summed over trainable blocks "
-                      "at the last probe of the run.", "runs x target languages (one point each)")
+                      f"rows with split {split!r}, last step) against tr(F) summed over the trainable layer blocks "
+                      f"at the last probe of the run. The {ctx.options.correlation} r and p in the title treat "
+                      "every point as independent, although the languages of one run share its tr(F).",
+                 "runs x target languages (one point each)")
 
 
 FIGURE_BUILDERS: dict[str, Callable[[_Context], Drawn]] = {
@@ -457,9 +483,13 @@ def _compute_tables(ctx: _Context) -> None:
         result_runs = ctx.result_runs()
         if has_results and len(result_runs) >= 3:
             by = ["model", "task"] + (["estimator"] if ctx.meta["estimator"].nunique() > 1 else [])
-            grid = correlation_grid(features, _results_for_stats(ctx), ys=("xling_avg",),
-                                    method=opts.correlation, n_boot=opts.n_boot, n_perm=opts.n_perm,
-                                    seed=opts.seed, by=tuple(by))
+            try:
+                grid = correlation_grid(features, _results_for_stats(ctx), ys=("xling_avg",),
+                                        method=opts.correlation, n_boot=opts.n_boot, n_perm=opts.n_perm,
+                                        seed=opts.seed, by=tuple(by))
+            except ValueError as err:
+                ctx.notes.append(f"Correlations not computed: {err}")
+                return
             ctx.add_table("correlations", grid, f"{opts.correlation.capitalize()} correlation of each "
                           "curve feature with the cross-lingual average, bootstrap CI, permutation p-value, "
                           "Holm and Benjamini-Hochberg corrections.", _unit(grid, "runs"))

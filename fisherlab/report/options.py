@@ -88,8 +88,11 @@ class ReportOptions:
             raise ReportError(f"delta must be >= 0, got {self.delta}")
         if self.n_boot < 0 or self.n_perm < 0:
             raise ReportError("n_boot and n_perm must be >= 0")
-        if "png" not in self.formats:
-            raise ReportError("formats must include 'png' (the HTML page embeds it)")
+        formats = tuple(str(f).lower().lstrip(".") for f in self.formats)
+        if "png" not in formats or not set(formats) <= {"pdf", "png", "svg"}:
+            raise ReportError(f"formats must be among pdf, png, svg and include png (the page embeds it), "
+                              f"got {list(self.formats)}")
+        object.__setattr__(self, "formats", formats)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> ReportOptions:

@@ -115,18 +115,22 @@ def _read_jsonl(path: Path, run: str, problems: list[dict]) -> tuple[list, Seque
         return [], []
     if not data:
         return [], []
-    text = data.decode("utf-8", errors="replace")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        text = data.decode("utf-8", errors="replace")
+        problems.append(_problem(run, path, text.count("\n", 0, err.start) + 1,
+                                 f"invalid UTF-8 ({err.reason})", "repaired (bad bytes replaced by U+FFFD)"))
     lines = text.split("\n")
     complete_tail = text.endswith("\n")
     if complete_tail:
         lines.pop()
-    if all(line and not line.isspace() for line in lines):
+    if "" not in lines:  # fast path: one decode per file (whitespace-only lines fail it)
         try:
             records = json.loads("[" + ",".join(lines) + "]")
         except json.JSONDecodeError:
             records = None
-        if (records is not None and len(records) == len(lines)
-                and all(type(r) is dict for r in records)):
+        if records is not None and len(records) == len(lines) and set(map(type, records)) == {dict}:
             return records, range(1, len(lines) + 1)
     records, numbers = [], []
     last = len(lines)
@@ -214,6 +218,10 @@ def _read_results(run_dir: Path, run: str, problems: list[dict]) -> dict | None:
         return None
     except json.JSONDecodeError as err:
         problems.append(_problem(run, path, None, f"invalid JSON ({err.msg})",
+                                 "ignored results (absent from result tables)"))
+        return None
+    except OSError as err:
+        problems.append(_problem(run, path, None, f"unreadable ({err})",
                                  "ignored results (absent from result tables)"))
         return None
     reason = None
@@ -357,8 +365,12 @@ class _Chunks:
     def strings(self, name: str) -> pd.arrays.ArrowStringArray | Any:
         """A text column, built from integer codes (repeated names are converted once)."""
         table = self.codes[name]
-        codes = np.fromiter((table.setdefault(v, len(table)) for chunk in self.columns.get(name, [])
-                             for v in chunk), dtype=np.int64)
+        parts = []
+        for chunk in self.columns.get(name, []):
+            for value in set(chunk) - table.keys():
+                table[value] = len(table)
+            parts.append(np.fromiter(map(table.__getitem__, chunk), dtype=np.int64, count=len(chunk)))
+        codes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         values = np.empty(len(table), dtype=object)
         for text, code in table.items():
             values[code] = text

@@ -1,8 +1,8 @@
 """The run-store schema: file names, the format version and the fields of each record.
 
-One place that both the writer (training side) and the reader (analysis side) consult,
-so the two cannot drift apart. Field specs are ``name -> (kind, required)``; kinds are
-checked by the reader (see ``docs/run-format.md`` for units and meaning).
+File names, the version and the field tables ``name -> (kind, required)`` shared by the
+writer (required fields), the reader and the documentation (``docs/run-format.md`` must
+document every field listed here; a test checks it).
 """
 
 from __future__ import annotations
@@ -68,12 +68,18 @@ RUN_FIELDS: dict[str, tuple[str, bool]] = {
     "env": ("dict", False),
 }
 
-# Rows that repeat one of these keys are duplicates; the reader keeps the last one.
-DEDUP_KEYS: dict[str, tuple[str, ...]] = {
-    FISHER_JSONL: ("step", "block"),
-    SCHEDULE_JSONL: ("step", "event", "blocks_key"),
-    METRICS_JSONL: ("step", "split", "language", "metric"),
+ALL_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
+    RUN_JSON: RUN_FIELDS,
+    FISHER_JSONL: FISHER_FIELDS,
+    SCHEDULE_JSONL: SCHEDULE_FIELDS,
+    METRICS_JSONL: METRICS_FIELDS,
+    RESULTS_JSON: RESULTS_FIELDS,
 }
+
+
+def required_fields(fields: dict[str, tuple[str, bool]]) -> tuple[str, ...]:
+    """Names of the required fields of a field table."""
+    return tuple(name for name, (_, required) in fields.items() if required)
 
 
 class RunFormatError(ValueError):

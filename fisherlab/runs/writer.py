@@ -21,6 +21,7 @@ from typing import Any
 
 from fisherlab.runs.schema import (
     FINISHED_STATUSES,
+    FISHER_FIELDS,
     FISHER_JSONL,
     FORMAT_VERSION,
     JSONL_FILES,
@@ -30,6 +31,7 @@ from fisherlab.runs.schema import (
     SCHEDULE_JSONL,
     RunExistsError,
     RunFormatError,
+    required_fields,
 )
 
 __all__ = ["RunWriter", "atomic_write_json", "utc_now"]
@@ -59,8 +61,11 @@ def _dumps(record: Any) -> str:
     return json.dumps(record, default=_to_jsonable, allow_nan=True, ensure_ascii=False)
 
 
-def atomic_write_json(path: str | os.PathLike, document: Any) -> None:
-    """Write ``document`` as JSON to ``path`` atomically (temp file + fsync + ``os.replace``)."""
+def atomic_write_json(path: str | os.PathLike, document: Any, fsync: bool = True) -> None:
+    """Write ``document`` as JSON to ``path`` atomically (temp file + fsync + ``os.replace``).
+
+    ``fsync=False`` skips the fsync: still atomic for readers and against a crashed
+    process, but not durable across a power loss (for synthetic or throw-away stores)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -68,7 +73,8 @@ def atomic_write_json(path: str | os.PathLike, document: Any) -> None:
             handle.write(json.dumps(document, default=_to_jsonable, indent=1, ensure_ascii=False))
             handle.write("\n")
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -118,9 +124,10 @@ class RunWriter:
     Only one process should write a run (rank 0 under DDP).
     """
 
-    def __init__(self, run_dir: Path, info: dict):
+    def __init__(self, run_dir: Path, info: dict, fsync: bool = True):
         self.path = Path(run_dir)
         self.info = info
+        self.fsync = fsync
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -133,6 +140,7 @@ class RunWriter:
         run_id: str | None = None,
         overwrite: bool = False,
         created: str | None = None,
+        fsync: bool = True,
     ) -> RunWriter:
         """Start a new run in ``run_dir`` (created if needed) with status ``running``.
 
@@ -140,6 +148,8 @@ class RunWriter:
         already in ``run_dir`` raises :class:`RunExistsError` unless ``overwrite``; an
         unfinished one (a crashed run) is replaced with a warning (use :meth:`resume` to
         continue it instead). Replacing removes the old JSONL logs and ``results.json``.
+        ``created`` overrides the creation time (reproducible synthetic stores); ``fsync=False``
+        skips fsyncing JSON documents (atomic but not power-loss durable; for throw-away stores).
         """
         run_dir = Path(run_dir)
         if not isinstance(config, Mapping):
@@ -175,7 +185,7 @@ class RunWriter:
             "fisher": dict(fisher) if fisher is not None else {},
             "env": dict(env) if env is not None else {},
         }
-        writer = cls(run_dir, info)
+        writer = cls(run_dir, info, fsync=fsync)
         writer._save_info()
         return writer
 
@@ -238,7 +248,7 @@ class RunWriter:
         for row in rows:
             if not isinstance(row, Mapping):
                 raise TypeError(f"fisher rows must be mappings, got {type(row).__name__}")
-            missing = [key for key in ("block", "trace") if key not in row]
+            missing = [key for key in required_fields(FISHER_FIELDS) if key != "step" and key not in row]
             if missing:
                 raise ValueError(f"fisher row at step {step} lacks {missing}: {dict(row)!r}")
             record = {"step": step}
@@ -293,7 +303,7 @@ class RunWriter:
             raise ValueError(f"extra fields may not redefine {sorted(reserved)}")
         document = {"metric": str(metric), "source_language": str(source_language),
                     "per_language": scores, **extra}
-        atomic_write_json(self.path / RESULTS_JSON, document)
+        atomic_write_json(self.path / RESULTS_JSON, document, fsync=self.fsync)
 
     def update_info(self, **fields: Any) -> None:
         """Add or replace top-level ``run.json`` fields (additive metadata), atomically."""
@@ -303,18 +313,19 @@ class RunWriter:
         self.info.update(fields)
         self._save_info()
 
-    def finish(self, status: str = "completed", error: str | None = None) -> None:
-        """Mark the run ``completed`` or ``failed`` (with ``error``) and stamp ``finished``."""
+    def finish(self, status: str = "completed", error: str | None = None, finished: str | None = None) -> None:
+        """Mark the run ``completed`` or ``failed`` (with ``error``) and stamp ``finished``
+        (now, or the given ISO 8601 time)."""
         if status not in FINISHED_STATUSES:
             raise ValueError(f"status must be one of {FINISHED_STATUSES}, got {status!r}")
         self.info["status"] = status
-        self.info["finished"] = utc_now()
+        self.info["finished"] = finished or utc_now()
         if error is not None:
             self.info["error"] = str(error)
         self._save_info()
 
     def _save_info(self) -> None:
-        atomic_write_json(self.path / RUN_JSON, self.info)
+        atomic_write_json(self.path / RUN_JSON, self.info, fsync=self.fsync)
 
     def __enter__(self) -> RunWriter:
         return self

@@ -164,8 +164,9 @@ def _build_into(config: WorldConfig, staging: Path, threads: int, progress: bool
     tokenizer = build_tokenizer((w for lang in languages.values() for w in lang.words),
                                 model_max_length=config.model.max_positions)
     pretrain_corpus = EncodedCorpus([], [])
+    source = languages[config.source_language]
     for lang in languages.values():
-        sentences = corpus(world, lang, lang.spec.pretrain_sentences, STREAM_PRETRAIN)
+        sentences = corpus(world, lang, lang.spec.pretrain_sentences, STREAM_PRETRAIN, source, lang.spec.code_switch)
         if sentences:
             part = encode_corpus(tokenizer, sentences, config.pretrain.pair_prob, config.seed)
             pretrain_corpus.input_ids += part.input_ids

@@ -163,8 +163,23 @@ def build_languages(config: WorldConfig) -> dict[str, Language]:
     return {spec.code: Language(spec, lexicons[spec.code]) for spec in config.languages}
 
 
-def corpus(world: World, language: Language, n: int, stream: int) -> list[str]:
-    """``n`` unlabelled sentences of ``language`` from its own seeded stream (MLM data)."""
+def corpus(world: World, language: Language, n: int, stream: int, switch_to: Language | None = None,
+           switch_prob: float = 0.0) -> list[str]:
+    """``n`` unlabelled sentences of ``language`` from its own seeded stream (MLM data).
+
+    With ``switch_to``, each content word is replaced by ``switch_to``'s word for
+    the same concept with probability ``switch_prob`` (code-switching).
+    """
     index = world.config.language_codes.index(language.code)
     rng = np.random.default_rng([world.config.seed, stream, index])
-    return [language.sentence(m) for m in world.sample(n, rng)]
+    meanings = world.sample(n, rng)
+    if switch_to is None or switch_prob <= 0.0:
+        return [language.sentence(m) for m in meanings]
+    sentences = []
+    for meaning in meanings:
+        concepts = language.realise_concepts(meaning)
+        switch = rng.random(len(concepts)) < switch_prob
+        sentences.append(" ".join(
+            switch_to.lexicon[c] if flip and c not in FUNCTION_CONCEPTS else language.lexicon[c]
+            for c, flip in zip(concepts, switch, strict=True)))
+    return sentences

@@ -39,6 +39,10 @@ class LanguageSpec:
     negation and the adposition. ``pretrain_sentences`` is its share of the MLM
     pretraining corpus (small = held out, so its language adapter has to do the
     work); ``adapter_sentences`` is the corpus its language adapter is trained on.
+    ``code_switch`` is the probability that a content word of one of its
+    *pretraining* sentences is replaced by the source word for the same concept
+    (code-switching, a bilingual-dictionary-like signal that lets private words
+    align); task data and adapter corpora are never code-switched.
     """
 
     code: str
@@ -51,6 +55,7 @@ class LanguageSpec:
     share_function_words: bool = True
     pretrain_sentences: int = 12_000
     adapter_sentences: int = 12_000
+    code_switch: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.code or not self.code.replace("_", "").replace("-", "").isalnum():
@@ -62,6 +67,8 @@ class LanguageSpec:
                 raise ValueError(f"LanguageSpec({self.code}).{name}: expected one of {SIDES}, got {getattr(self, name)!r}")
         if not 0.0 <= self.shared_fraction <= 1.0:
             raise ValueError(f"LanguageSpec({self.code}).shared_fraction: expected a value in [0, 1], got {self.shared_fraction}")
+        if not 0.0 <= self.code_switch <= 1.0:
+            raise ValueError(f"LanguageSpec({self.code}).code_switch: expected a value in [0, 1], got {self.code_switch}")
         if self.pretrain_sentences < 0 or self.adapter_sentences < 0:
             raise ValueError(f"LanguageSpec({self.code}): sentence counts must be >= 0")
 

@@ -10,7 +10,11 @@ See ``docs/unfreezing.md``.
 from __future__ import annotations
 
 from fisherlab.unfreezing.callback import UnfreezeCallback
-from fisherlab.unfreezing.optim import SchedulableTrainerMixin, make_trainer_class, schedulable_param_groups
+from fisherlab.unfreezing.optim import (
+    SchedulableTrainerMixin,
+    make_trainer_class,
+    schedulable_param_groups,
+)
 from fisherlab.unfreezing.schedule import UnfreezeEvent, UnfreezeSchedule
 from fisherlab.unfreezing.strategies import (
     LPFT,

@@ -83,7 +83,11 @@ class UnfreezeCallback(TrainerBoundCallback):
         probe = self.strategy.make_probe()
 
         def measure(model: torch.nn.Module, names: Sequence[str], step: int) -> dict[str, float]:
-            return probe.measure(model, self.blocks, step, names).traces
+            # measure the probe's own block set when it covers ``names``: a FisherProbeCallback
+            # sharing this probe then reuses the measurement of the same step
+            default = probe.block_names or self.blocks.names
+            result = probe.measure(model, self.blocks, step, default if set(names) <= set(default) else names)
+            return {n: result.traces[n] for n in names}
 
         return measure
 

@@ -18,7 +18,12 @@ from typing import Any
 import torch
 
 from fisherlab.blocks import HEAD, BlockMap
-from fisherlab.unfreezing.strategies import SelectionState, Strategy, StrategyError, strategy_from_string
+from fisherlab.unfreezing.strategies import (
+    SelectionState,
+    Strategy,
+    StrategyError,
+    strategy_from_string,
+)
 
 STATE_VERSION = 1
 
