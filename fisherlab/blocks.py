@@ -352,13 +352,16 @@ class BlockMap(Mapping[str, Block]):
     def parameters(self, model: torch.nn.Module, name: str) -> dict[str, torch.nn.Parameter]:
         """The parameters of block ``name`` in ``model`` (by name, no copies)."""
         block = self[name]
-        params = _named_parameters(model)
-        missing = [p for p in block.param_names if p not in params]
-        if missing:
-            raise BlockMapError(
-                f"BlockMap: block {name!r} names parameters the model does not have: {missing[:3]}"
-            )
-        return {p: params[p] for p in block.param_names}
+        bare = _unwrap(model)
+        out: dict[str, torch.nn.Parameter] = {}
+        for pname in block.param_names:  # a path walk per parameter, not a walk of the whole model
+            try:
+                out[pname] = bare.get_parameter(pname)
+            except AttributeError:
+                raise BlockMapError(
+                    f"BlockMap: block {name!r} names a parameter the model does not have: {pname!r}"
+                ) from None
+        return out
 
     def all_parameters(self, model: torch.nn.Module,
                        names: Iterable[str] | None = None) -> dict[str, torch.nn.Parameter]:

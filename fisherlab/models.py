@@ -15,9 +15,11 @@ library supports works.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,18 @@ class MadxSetup:
     model_name: str  # display name of the base (hub name, directory name, or as given)
     task_parameters: tuple[str, ...]  # the task module (or the base model, for "full")
     head_parameters: tuple[str, ...]
+
+
+@contextlib.contextmanager
+def quiet_train_adapter() -> Iterator[None]:
+    """Silence the spurious "adapters available but none activated" warning ``train_adapter`` logs internally."""
+    logger = logging.getLogger("adapters.model_mixin")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -200,7 +214,8 @@ def build_madx(
         head_params = _added_parameters(model, lambda: _add_head(model, task_name, head, num_labels, num_choices))
 
     if task_module != "full":
-        model.train_adapter(task_name)
+        with quiet_train_adapter():
+            model.train_adapter(task_name)
     trainable = set(task_params) | set(head_params)
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)

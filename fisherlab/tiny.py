@@ -81,7 +81,13 @@ def tiny_adapter_model(
     Parameters are random but non-trivial (adapter up-projections and LoRA B are
     re-initialised away from zero so every block has a non-zero gradient).
     """
-    from adapters import AutoAdapterModel, LoRAConfig, SeqBnConfig, SeqBnInvConfig, DoubleSeqBnConfig
+    from adapters import (
+        AutoAdapterModel,
+        DoubleSeqBnConfig,
+        LoRAConfig,
+        SeqBnConfig,
+        SeqBnInvConfig,
+    )
     from adapters.composition import Stack
 
     if head not in HEAD_KINDS:

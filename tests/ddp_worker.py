@@ -1,10 +1,12 @@
 """Tiny Trainer set-up shared by the unfreezing tests, and the worker of the 2-process DDP test.
 
 As a script (``python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py OUT``)
-every rank trains the same tiny 6-layer adapter model on CPU/gloo with gradual
-unfreezing + FUN measurement via the Fisher probe, and writes ``OUT/rank{r}.pt`` with
-its final weights, the gradients it saw for each block at every step, its schedule
-events and its probe measurements; ``tests/test_ddp.py`` compares the ranks.
+every rank trains the same tiny 6-layer adapter model on CPU/gloo with the strategy in
+``$FISHERLAB_DDP_STRATEGY`` (default ``gradual:k=2``) and a FisherProbeCallback
+(``$FISHERLAB_DDP_GC=1``: non-reentrant gradient checkpointing; ``$FISHERLAB_DDP_STEPS``),
+and writes ``OUT/rank{r}.pt`` with its final weights, the gradients it saw for each block
+at every step, its schedule events and its probe measurements; ``tests/test_ddp.py``
+compares the ranks.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def main(out: str) -> None:
         "probe": [(m.step, m.traces, m.n_examples) for m in probe_cb.history],
         "find_unused": getattr(trainer.model_wrapped, "find_unused_parameters", None),
         "wrapper": type(trainer.model_wrapped).__name__,
+        "gradient_checkpointing": bool(getattr(trainer.model, "is_gradient_checkpointing", False)),
     }, Path(out) / f"rank{rank}.pt")
 
 

@@ -62,6 +62,25 @@ def test_ddp_fun_same_decisions_and_synchronised_unfrozen_blocks(tmp_path):
     for name in blocks.names:
         assert traces0[name] == pytest.approx(single.traces[name], rel=1e-9)
 
+    check_synchronised(r0, r1, blocks, initial=blocks.all_parameters(model))
+    assert len([b for b in blocks.layer_blocks if b not in {x for e in r0["events"] for x in e["blocks"]}]) \
+        == N_LAYERS - 4
+
+
+@pytest.mark.ddp
+def test_ddp_gradual_with_non_reentrant_gradient_checkpointing(tmp_path):
+    r0, r1 = launch(tmp_path, FISHERLAB_DDP_STRATEGY="gradual:k=2", FISHERLAB_DDP_GC="1", FISHERLAB_DDP_STEPS="5")
+    assert r0["gradient_checkpointing"] and r0["find_unused"]
+    assert r0["events"] == r1["events"]
+    assert [(e["step"], e["blocks"]) for e in r0["events"]] == [(0, ["layer.5"]), (2, ["layer.4"]), (4, ["layer.3"])]
+    model = tiny_model(seed=0)
+    blocks = BlockMap.from_model(model, adapter="task")
+    check_synchronised(r0, r1, blocks, initial=blocks.all_parameters(model))
+
+
+def check_synchronised(r0: dict, r1: dict, blocks: BlockMap, initial: dict) -> None:
+    """Grads: None while frozen, identical on both ranks once unfrozen; replicas identical at the end;
+    frozen blocks untouched, unfrozen ones trained."""
     unfrozen_at = {b: e["step"] for e in r0["events"] for b in e["blocks"]}
     unfrozen_at["head"] = 0
     for step in sorted(r0["grads"]):
@@ -74,9 +93,7 @@ def test_ddp_fun_same_decisions_and_synchronised_unfrozen_blocks(tmp_path):
             else:
                 assert g0 is None and g1 is None, (step, name)
     # replicas identical after training; frozen blocks untouched, unfrozen ones trained
-    initial = blocks.all_parameters(model)
     for name, value in r0["final"].items():
         assert torch.equal(value, r1["final"][name]), name
         block = blocks.block_of(name)
         assert torch.equal(value, initial[name].detach()) == (block not in unfrozen_at), name
-    assert len([b for b in blocks.layer_blocks if b not in unfrozen_at]) == N_LAYERS - 4

@@ -130,7 +130,7 @@ def test_heads_group_rows_and_tokens(head, no_loop):
 
 
 @pytest.mark.parametrize("arch", ["bert", "deberta-v2"])
-def test_full_layer_blocks_with_layernorm_and_embeddings(arch):
+def test_full_layer_blocks_with_layernorm_and_embeddings(arch, monkeypatch):
     """Full fine-tuning blocks: Linear + LayerNorm per layer, an embeddings block (Embedding).
 
     DeBERTa reads rel_embeddings.weight directly and applies pos_key/pos_query projections
@@ -143,7 +143,7 @@ def test_full_layer_blocks_with_layernorm_and_embeddings(arch):
     for method in ("materialise", "gram"):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            persample._WARNED.clear()
+            monkeypatch.setattr(persample, "_WARNED", set())
             got = measure(model, blocks, batch, "classification", method)
         assert_close(got, want)
         fallbacks = [str(w.message) for w in caught if issubclass(w.category, FallbackWarning)]
@@ -155,9 +155,16 @@ def test_full_layer_blocks_with_layernorm_and_embeddings(arch):
 
 
 def test_loop_method_matches_oracle():
+    """The exact fallback; hidden states among the outputs must not be counted twice."""
     model, blocks = model_and_blocks("xlm-roberta", "lora")
     batch = tiny_batch("classification", batch_size=B, seq_len=6, seed=4)
-    assert_close(measure(model, blocks, batch, "classification", "loop"), oracle(model, blocks, batch, "classification"))
+    want = oracle(model, blocks, batch, "classification")
+    assert_close(measure(model, blocks, batch, "classification", "loop"), want)
+    with PerExampleGradNorms(model, blocks, method="loop") as probe:
+        outputs = model(**batch, output_hidden_states=True)
+        assert len(outputs.hidden_states) > 1
+        got = probe.sq_norms(example_scalars(outputs, batch, "classification").sum(), B)
+    assert_close(got, want)
 
 
 class ScaledLinear(nn.Module):
@@ -352,3 +359,21 @@ def test_in_place_change_after_the_hook_is_an_error():
         with pytest.raises(RuntimeError, match="in place"):
             probe.sq_norms(scalars.sum(), B)
         probe.clear()
+
+
+def test_two_forwards_sum_per_example_before_squaring(no_loop):
+    """s_i = s_i(batch a) + s_i(batch b): every module ran twice; its calls are one example's rows."""
+    model, blocks = model_and_blocks("bert", "lora")
+    a = tiny_batch("classification", batch_size=B, seq_len=6, seed=12)
+    b = tiny_batch("classification", batch_size=B, seq_len=6, seed=13)
+    params = {name: list(blocks.parameters(model, name).values()) for name in blocks.names}
+    scalars = example_scalars(model(**a), a, "classification") + example_scalars(model(**b), b, "classification", seed=1)
+    want = {name: torch.tensor([sum(float(g.square().sum()) for g in torch.autograd.grad(
+        scalars[i], ps, retain_graph=True)) for i in range(B)], dtype=torch.float64) for name, ps in params.items()}
+    del scalars
+    for method in ("materialise", "gram"):
+        with PerExampleGradNorms(model, blocks, method=method) as probe:
+            scalars = (example_scalars(model(**a), a, "classification")
+                       + example_scalars(model(**b), b, "classification", seed=1))
+            got = probe.sq_norms(scalars.sum(), B)
+        assert_close(got, want)

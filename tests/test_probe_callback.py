@@ -79,7 +79,6 @@ def test_rows_logs_and_trainable_flags(tmp_path):
 
 def test_shared_probe_measures_once_per_step(tmp_path, monkeypatch):
     import fisherlab.fisher.estimators as estimators
-
     from fisherlab.unfreezing import Fisher
 
     calls = []
@@ -151,3 +150,15 @@ def test_bad_probe_settings():
         FisherProbe().batch_indices(0)
     with pytest.raises(ValueError, match="map-style"):
         FisherProbe().attach(iter([1, 2]))
+
+
+def test_callback_reused_in_a_second_trainer_logs_to_that_trainer(tmp_path):
+    probe = FisherProbeCallback(every=2, n_batches=1, blocks="task")
+    first = Trainer(model=tiny_model(), args=tiny_args(tmp_path / "a", max_steps=2), train_dataset=tiny_dataset(),
+                    callbacks=[probe])
+    first.train()
+    second = Trainer(model=tiny_model(), args=tiny_args(tmp_path / "b", max_steps=2), train_dataset=tiny_dataset(),
+                     callbacks=[probe])
+    assert probe.trainer is second
+    second.train()
+    assert [h["step"] for h in second.state.log_history if "fisher/mean_trainable" in h] == [0, 2]

@@ -64,6 +64,7 @@ def test_same_settings_build_identical_weights(tiny_testbed, tmp_path):
     from safetensors.torch import load_file
 
     again = build_testbed(tiny_world_config(seed=0), tmp_path / "again", progress=False)
+    assert again.tokenizer().get_vocab() == tiny_testbed.tokenizer().get_vocab()  # same token ids
     a = load_file(tiny_testbed.base_dir / "model.safetensors")
     b = load_file(again.base_dir / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

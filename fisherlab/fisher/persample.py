@@ -321,10 +321,10 @@ def _lora_sampler(module: nn.Module, calls: Sequence[Call], batch_size: int, met
         return {}
     with torch.no_grad():
         x, d = _cat_calls(calls, batch_size, _lora_input)
-        d = d * module.scaling
         h = x @ module.lora_A.t()
         d_h = d @ module.lora_B
-        return {"lora_A": linear_sq_norms(x, d_h, method), "lora_B": linear_sq_norms(h, d, method)}
+        square = float(module.scaling) ** 2   # scale the norms, not the [B, R, o] gradient
+        return {"lora_A": linear_sq_norms(x, d_h, method) * square, "lora_B": linear_sq_norms(h, d, method) * square}
 
 
 def _lora_linear_supports(module: nn.Module) -> str | None:
@@ -354,6 +354,19 @@ def _unwrap(model: nn.Module) -> nn.Module:
     while isinstance(getattr(model, "module", None), nn.Module):
         model = model.module
     return model
+
+
+def _walk_modules(root: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) for every module under ``root``, repeats of shared modules included
+    (``named_modules(remove_duplicate=False)`` without its recursive generators)."""
+    found, stack = [], [("", root)]
+    while stack:
+        prefix, module = stack.pop()
+        found.append((prefix, module))
+        for name, child in reversed(module._modules.items()):
+            if child is not None:
+                stack.append((f"{prefix}.{name}" if prefix else name, child))
+    return found
 
 
 def _resolve_blocks(blocks: Any, block_names: Sequence[str] | None,
@@ -478,7 +491,7 @@ class PerExampleGradNorms:
         self.model = model
         self.method = method
         # One walk over the modules gives names (aliases of tied parameters included) and owners.
-        walk = list(_unwrap(model).named_modules(remove_duplicate=False))
+        walk = _walk_modules(_unwrap(model))
         named: dict[str, nn.Parameter] = {}
         for mname, module in walk:
             for local, param in module._parameters.items():

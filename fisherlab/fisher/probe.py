@@ -131,6 +131,7 @@ class FisherProbe:
         self.collate_fn: Any = None
         self._data_batch_size: int | None = None
         self._cache: tuple[tuple, ProbeMeasurement] | None = None
+        self._from_trainer = False  # data attached by a callback from the trainer (re-attached per train())
 
     # -- data ------------------------------------------------------------------------------
     def attach(self, dataset: Any, collate_fn: Any = None, batch_size: int | None = None) -> FisherProbe:
@@ -144,6 +145,7 @@ class FisherProbe:
         self.collate_fn = collate_fn
         self._data_batch_size = batch_size
         self._cache = None
+        self._from_trainer = False
         return self
 
     def attach_dataloader(self, dataloader: Any, batch_size: int | None = None) -> FisherProbe:
@@ -304,6 +306,24 @@ def find_trainer(callback: Any) -> Any:
     return None
 
 
+def attach_training_data(probe: FisherProbe, train_dataloader: Any, args: Any, who: str) -> None:
+    """Point ``probe`` at the trainer's training data, unless the user attached other data.
+
+    Data attached here is re-attached at every ``train()`` (a callback reused with another
+    Trainer follows that Trainer's data)."""
+    if probe.attached and not probe._from_trainer:
+        return
+    if train_dataloader is None:
+        if probe.attached:
+            return
+        raise ValueError(f"{who}: no training dataloader to draw probe batches from; "
+                         "call probe.attach(dataset, collate_fn, batch_size) first")
+    if probe.attached and probe.dataset is getattr(train_dataloader, "dataset", None):
+        return  # already on this data (e.g. a probe shared by two callbacks): keep its cache
+    probe.attach_dataloader(train_dataloader, batch_size=getattr(args, "per_device_train_batch_size", None))
+    probe._from_trainer = True
+
+
 class TrainerBoundCallback(TrainerCallback):
     """A TrainerCallback that knows its Trainer (to call ``Trainer.log``).
 
@@ -324,11 +344,19 @@ class TrainerBoundCallback(TrainerCallback):
     @property
     def trainer(self) -> Any:
         trainer = self._trainer_ref() if self._trainer_ref is not None else None
+        if trainer is not None and not any(cb is self for cb in trainer.callback_handler.callbacks):
+            trainer = None  # removed from that trainer (or reused in another one): look again
         if trainer is None:
             trainer = find_trainer(self)
             if trainer is not None:
                 self._trainer_ref = weakref.ref(trainer)
         return trainer
+
+    def _refresh_trainer(self) -> None:
+        """Re-bind to the Trainer that is calling us now (a callback may be reused across Trainers)."""
+        found = find_trainer(self)
+        if found is not None:
+            self._trainer_ref = weakref.ref(found)
 
     def _log(self, logs: dict[str, float], state: Any) -> None:
         """Log through ``Trainer.log`` (report_to backends); else only into ``state.log_history``."""
@@ -401,15 +429,12 @@ class FisherProbeCallback(TrainerBoundCallback):
     def on_init_end(self, args, state, control, model=None, **kwargs):
         if model is not None:
             self.blocks = self._resolve_blocks(self.blocks, model, "FisherProbeCallback", discover=True)
-        self.trainer  # noqa: B018  (binds from the stack if possible)
+        self._refresh_trainer()
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        self._refresh_trainer()
         self.blocks = self._resolve_blocks(self.blocks, model, "FisherProbeCallback", discover=True)
-        if not self.probe.attached:
-            if train_dataloader is None:
-                raise ValueError("FisherProbeCallback: no training dataloader to draw probe batches from; "
-                                 "call callback.probe.attach(dataset, collate_fn, batch_size) first")
-            self.probe.attach_dataloader(train_dataloader, batch_size=args.per_device_train_batch_size)
+        attach_training_data(self.probe, train_dataloader, args, "FisherProbeCallback")
         saved = state.stateful_callbacks.get(self.state_key)
         self.measured_through = int(saved["measured_through"]) if saved else -1
         self._save_state(state)

@@ -31,7 +31,10 @@ def language_adapter_model(base_dir: str | Path, language: str, reduction_factor
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model.add_adapter(language, config=SeqBnInvConfig(reduction_factor=reduction_factor))
-    model.train_adapter(language)
+    from fisherlab.models import quiet_train_adapter
+
+    with quiet_train_adapter():
+        model.train_adapter(language)
     for param in model.parameters():
         param.requires_grad_(id(param) not in before)
     model.active_adapters = language

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from fisherlab.blocks import BlockMap
-from fisherlab.fisher.probe import TrainerBoundCallback
+from fisherlab.fisher.probe import TrainerBoundCallback, attach_training_data
 from fisherlab.unfreezing.schedule import UnfreezeEvent, UnfreezeSchedule
 from fisherlab.unfreezing.strategies import Strategy, StrategyError, strategy_from_string
 
@@ -131,9 +131,10 @@ class UnfreezeCallback(TrainerBoundCallback):
     def on_init_end(self, args, state, control, model=None, **kwargs):
         if model is not None:
             self.prepare(model)
-        self.trainer  # noqa: B018  (binds from the stack if possible)
+        self._refresh_trainer()
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
+        self._refresh_trainer()
         if self._active_state is not state:  # (a probe callback may have settled us already)
             self._active_state = None
             self._begin(args, state, model, optimizer, train_dataloader)
@@ -145,12 +146,8 @@ class UnfreezeCallback(TrainerBoundCallback):
     def _begin(self, args: Any, state: Any, model: torch.nn.Module, optimizer: Any,
                train_dataloader: Any) -> None:
         schedule = self.prepare(model)
-        if self.strategy.needs_measurement and not self.probe.attached:
-            if train_dataloader is None:
-                raise StrategyError("UnfreezeCallback: the fisher strategy needs training data; call "
-                                    "callback.probe.attach(dataset, collate_fn, batch_size) first")
-            self.probe.attach_dataloader(train_dataloader, batch_size=getattr(args, "per_device_train_batch_size",
-                                                                               None))
+        if self.strategy.needs_measurement:
+            attach_training_data(self.probe, train_dataloader, args, "UnfreezeCallback (fisher strategy)")
         self._check_optimizer(model, optimizer)
         self._check_ddp(args)
         saved = state.stateful_callbacks.get(self.state_key)
