@@ -496,8 +496,9 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
         trainer_class = make_regularised_trainer(trainer_class)
         kwargs["regularisers"] = prepared.regularisers
         kwargs["writer"] = writer
-        if config.training.label_names is None:  # adapters models hide `labels` from the signature
-            config.training.label_names = ["labels"]
+    if config.training.label_names is None:  # adapters models hide the label arguments from the signature
+        head = getattr(prepared.task, "head", "classification")
+        config.training.label_names = ["start_positions", "end_positions"] if head == "qa" else ["labels"]
     callbacks = [UnfreezeCallback(prepared.strategy, prepared.blocks, writer=writer),
                  _metrics_callback(writer, prepared.source_language)]
     if config.probe.probe_every:
