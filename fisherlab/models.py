@@ -121,7 +121,11 @@ def load_language_adapter(model: torch.nn.Module, language: str, source: str | P
         raise MadxError(f"build_madx: lang_adapters[{language!r}] = {text!r} could not be loaded ({err})") from err
 
 
-def _add_head(model: torch.nn.Module, name: str, head: str, num_labels: int, num_choices: int) -> None:
+ADDABLE_HEADS = (*HEAD_KINDS, "mlm")
+
+
+def add_head(model: torch.nn.Module, name: str, head: str, *, num_labels: int = 2, num_choices: int = 2) -> None:
+    """Add an ``adapters`` prediction head called ``name`` of kind ``head`` (one of ``ADDABLE_HEADS``)."""
     if head == "classification":
         model.add_classification_head(name, num_labels=num_labels)
     elif head == "multiple_choice":
@@ -130,8 +134,10 @@ def _add_head(model: torch.nn.Module, name: str, head: str, num_labels: int, num
         model.add_qa_head(name)
     elif head == "tagging":
         model.add_tagging_head(name, num_labels=num_labels)
+    elif head == "mlm":
+        model.add_masked_lm_head(name)
     else:
-        raise MadxError(f"build_madx: head {head!r} unknown; expected one of {HEAD_KINDS}")
+        raise MadxError(f"add_head: head {head!r} unknown; expected one of {ADDABLE_HEADS}")
 
 
 def task_module_config(task_module: str, reduction_factor: int = 16, lora_r: int = 8, lora_alpha: int = 8):
@@ -211,7 +217,8 @@ def build_madx(
         else:
             config = task_module_config(task_module, reduction_factor, lora_r, lora_alpha)
             task_params = _added_parameters(model, lambda: model.add_adapter(task_name, config=config))
-        head_params = _added_parameters(model, lambda: _add_head(model, task_name, head, num_labels, num_choices))
+        head_params = _added_parameters(model, lambda: add_head(model, task_name, head, num_labels=num_labels,
+                                                                       num_choices=num_choices))
 
     if task_module != "full":
         with quiet_train_adapter():

@@ -92,29 +92,25 @@ def tiny_adapter_model(
 
     if head not in HEAD_KINDS:
         raise ValueError(f"tiny_adapter_model: unknown head {head!r}; expected one of {HEAD_KINDS}")
-    torch.manual_seed(seed)
+    from fisherlab.models import add_head
+
     config = tiny_config(arch, **config_kwargs)
-    model = AutoAdapterModel.from_config(config)
-    for lang in lang_adapters:
-        model.add_adapter(lang, config=SeqBnInvConfig(reduction_factor=reduction_factor))
-    bottleneck = {"seq_bn": SeqBnConfig, "seq_bn_inv": SeqBnInvConfig, "double_seq_bn": DoubleSeqBnConfig}
-    if task_module in bottleneck:
-        model.add_adapter(task, config=bottleneck[task_module](reduction_factor=reduction_factor))
-    elif task_module == "lora":
-        model.add_adapter(task, config=LoRAConfig(r=lora_r, alpha=lora_r, selfattn_lora=True,
-                                                  attn_matrices=["q", "v"]))
-    elif task_module is not None:
-        raise ValueError(f"tiny_adapter_model: unknown task_module {task_module!r}; expected one of {TASK_MODULES}")
-    if head == "classification":
-        model.add_classification_head(task, num_labels=num_labels)
-    elif head == "multiple_choice":
-        model.add_multiple_choice_head(task, num_choices=num_choices)
-    elif head == "qa":
-        model.add_qa_head(task)
-    elif head == "tagging":
-        model.add_tagging_head(task, num_labels=num_labels)
-    else:
-        model.add_masked_lm_head(task)
+    # Seed the initialisation without touching the caller's global RNG stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoAdapterModel.from_config(config)
+        for lang in lang_adapters:
+            model.add_adapter(lang, config=SeqBnInvConfig(reduction_factor=reduction_factor))
+        bottleneck = {"seq_bn": SeqBnConfig, "seq_bn_inv": SeqBnInvConfig, "double_seq_bn": DoubleSeqBnConfig}
+        if task_module in bottleneck:
+            model.add_adapter(task, config=bottleneck[task_module](reduction_factor=reduction_factor))
+        elif task_module == "lora":
+            model.add_adapter(task, config=LoRAConfig(r=lora_r, alpha=lora_r, selfattn_lora=True,
+                                                      attn_matrices=["q", "v"]))
+        elif task_module is not None:
+            raise ValueError(f"tiny_adapter_model: unknown task_module {task_module!r}; "
+                             f"expected one of {TASK_MODULES}")
+        add_head(model, task, head, num_labels=num_labels, num_choices=num_choices)
     if task_module is not None:
         model.train_adapter(task)
         model.active_adapters = Stack(*lang_adapters[:1], task) if lang_adapters else task

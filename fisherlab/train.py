@@ -203,17 +203,21 @@ def _finish_training_args(config: RunConfig) -> None:
         training.report_to = []
 
 
+def _load_json(text: str, field_name: str, what: str) -> Any:
+    """``json.loads(text)``; a syntax error becomes a ConfigError naming ``field_name``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{field_name}: not a valid JSON {what} ({err})") from err
+
+
 def split_regularisers(text: str | None) -> list[str]:
     """``'a:x=1,y=2; b:z=3'`` or a JSON list -> list of regulariser strings."""
     if not text:
         return []
     text = text.strip()
     if text.startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"regularisers: not a valid JSON list ({err})") from err
-        return [str(i) for i in items]
+        return [str(i) for i in _load_json(text, "regularisers", "list")]
     return [part.strip() for part in text.split(";") if part.strip()]
 
 
@@ -246,16 +250,14 @@ def parse_lang_adapters(text: str | None) -> dict[str, str] | None:
         return None
     text = text.strip()
     if text.startswith("{"):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"lang_adapters: not a valid JSON object ({err})") from err
-        return {str(k): str(v) for k, v in value.items()}
+        return {str(k): str(v) for k, v in _load_json(text, "lang_adapters", "object").items()}
     out: dict[str, str] = {}
     for item in text.split(","):
         lang, sep, source = item.partition("=")
         if not sep or not lang.strip() or not source.strip():
             raise ConfigError(f"lang_adapters: expected 'lang=path_or_id', got {item!r}")
+        if lang.strip() in out:
+            raise ConfigError(f"lang_adapters: language {lang.strip()!r} is given twice")
         out[lang.strip()] = source.strip()
     return out
 

@@ -43,3 +43,15 @@ def tiny_testbed(tmp_path_factory):
     from fisherlab.testbed import build_testbed, tiny_world_config
 
     return build_testbed(tiny_world_config(seed=0), tmp_path_factory.mktemp("testbed") / "tiny", progress=False)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny models are dominated by thread start-up on a shared
+    2-core machine. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

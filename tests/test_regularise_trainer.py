@@ -23,16 +23,8 @@ from fisherlab.regularise import (
 from fisherlab.tiny import tiny_adapter_model, tiny_batch, tiny_tokenizer
 
 # Tests read values of tensors that carry a graph (for later backward): fine here.
-pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True:UserWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are dominated by thread start-up on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True:UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 # ---------------------------------------------------------------------------- strings

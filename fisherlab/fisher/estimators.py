@@ -32,7 +32,14 @@ import torch
 from torch import Tensor
 
 from fisherlab.blocks import BlockMap, BlockMapError, as_block_map
-from fisherlab.fisher.outputs import FisherError, OutputKind, get_output, infer_output, model_inputs
+from fisherlab.fisher.outputs import (
+    FisherError,
+    OutputKind,
+    forward_by_name,
+    get_output,
+    infer_output,
+    model_inputs,
+)
 
 ESTIMATORS = ("per_example", "exact", "batch", "empirical", "reference")
 LABELS = {"per_example": "sampled", "exact": "expectation", "batch": "sampled",
@@ -153,11 +160,7 @@ def _prepare_batch(batch: Any, index: int, device: torch.device) -> dict[str, An
 
 
 def _forward(model: torch.nn.Module, batch: Mapping[str, Any]) -> Any:
-    outputs = model(**model_inputs(batch))
-    if isinstance(outputs, tuple) and not hasattr(outputs, "keys"):
-        raise FisherError("trace_fisher: the model returned a plain tuple; call it with return_dict=True "
-                          "so the logits can be found by name")
-    return outputs
+    return forward_by_name(model, model_inputs(batch), FisherError, "trace_fisher")
 
 
 # --------------------------------------------------------------------------------------

@@ -345,7 +345,19 @@ def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in batch.items() if key not in LABEL_KEYS}
 
 
+def forward_by_name(model: Any, inputs: Mapping[str, Any], error: type[Exception] = FisherError,
+                    who: str = "") -> Any:
+    """``model(**inputs)``, refusing a plain tuple: the logits must be found by name."""
+    outputs = model(**inputs)
+    if isinstance(outputs, tuple) and not hasattr(outputs, "keys"):
+        prefix = f"{who}: " if who else ""
+        raise error(f"{prefix}the model returned a plain tuple; call it with return_dict=True "
+                    "so the logits can be found by name")
+    return outputs
+
+
 __all__ = [
     "Categorical", "ExtractiveQA", "FisherError", "MaskedLM", "MultipleChoice", "OUTPUT_KINDS", "OutputKind",
-    "SequenceClassification", "TokenClassification", "get_output", "infer_output", "model_inputs",
+    "SequenceClassification", "TokenClassification", "forward_by_name", "get_output", "infer_output",
+    "model_inputs",
 ]

@@ -56,7 +56,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fisherlab.fisher.outputs import LABEL_KEYS, OutputKind, get_output, infer_output
+from fisherlab.fisher.outputs import (
+    LABEL_KEYS,
+    OutputKind,
+    forward_by_name,
+    get_output,
+    infer_output,
+)
 
 METHODS = ("finite_difference", "double_backprop")
 TASK_AT = ("auto", "theta", "perturbed")
@@ -194,11 +200,7 @@ def check_autograd_grad_ok(model: torch.nn.Module, who: str) -> None:
 
 
 def forward_outputs(model: torch.nn.Module, batch: Mapping[str, Any]) -> Any:
-    outputs = model(**model_inputs(batch))
-    if isinstance(outputs, tuple) and not hasattr(outputs, "keys"):
-        raise RegulariserError("the model returned a plain tuple; call it with return_dict=True so the "
-                               "logits can be found by name")
-    return outputs
+    return forward_by_name(model, model_inputs(batch), RegulariserError)
 
 
 # --------------------------------------------------------------------------------------

@@ -402,38 +402,15 @@ def _walk_tensors(obj: Any, out: list[Tensor]) -> None:
 _WALK_BUDGET = 10_000
 
 
-def _claimed_nodes(output: Tensor, inputs: Sequence[Any], params: set[int]) -> list:
-    """Autograd nodes of one module call that consume the module's parameters.
-
-    Walks from ``output.grad_fn`` back to the call's inputs; used to check later that
-    every use of a sampled parameter in the scalar's graph happened inside a hooked call.
-    """
-    stop = {id(t.grad_fn) for t in inputs if isinstance(t, Tensor) and t.grad_fn is not None}
-    claimed, seen, stack = [], set(), [output.grad_fn]
-    while stack and len(seen) < _WALK_BUDGET:
+def _parameter_uses(root: Any, params: set[int], stop: set[int] = frozenset(),
+                    budget: int | None = None) -> dict[int, list]:
+    """{id(param): autograd nodes consuming it} in the graph above ``root`` (a grad_fn),
+    not walking past nodes in ``stop``, visiting at most ``budget`` nodes when given."""
+    found: dict[int, list] = {}
+    seen, stack = set(), [root]
+    while stack and (budget is None or len(seen) < budget):
         node = stack.pop()
         if node is None or id(node) in seen or id(node) in stop:
-            continue
-        seen.add(id(node))
-        for nxt, _ in node.next_functions:
-            if nxt is None:
-                continue
-            variable = getattr(nxt, "variable", None)
-            if variable is not None:
-                if id(variable) in params:
-                    claimed.append(node)
-            else:
-                stack.append(nxt)
-    return claimed
-
-
-def _consumers(scalar: Tensor, params: set[int]) -> dict[int, list]:
-    """{id(param): autograd nodes consuming it} over the whole graph of ``scalar``."""
-    found: dict[int, list] = {}
-    seen, stack = set(), [scalar.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
             continue
         seen.add(id(node))
         for nxt, _ in node.next_functions:
@@ -446,6 +423,22 @@ def _consumers(scalar: Tensor, params: set[int]) -> dict[int, list]:
             else:
                 stack.append(nxt)
     return found
+
+
+def _claimed_nodes(output: Tensor, inputs: Sequence[Any], params: set[int]) -> list:
+    """Autograd nodes of one module call that consume the module's parameters.
+
+    Walks from ``output.grad_fn`` back to the call's inputs; used to check later that
+    every use of a sampled parameter in the scalar's graph happened inside a hooked call.
+    """
+    stop = {id(t.grad_fn) for t in inputs if isinstance(t, Tensor) and t.grad_fn is not None}
+    uses = _parameter_uses(output.grad_fn, params, stop, _WALK_BUDGET)
+    return [node for nodes in uses.values() for node in nodes]
+
+
+def _consumers(scalar: Tensor, params: set[int]) -> dict[int, list]:
+    """{id(param): autograd nodes consuming it} over the whole graph of ``scalar``."""
+    return _parameter_uses(scalar.grad_fn, params)
 
 
 def _drop_ancestors(pairs: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:

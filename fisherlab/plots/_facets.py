@@ -161,13 +161,18 @@ def facet_axes(
     return fig, axes[:n_panels]
 
 
-def facet_titles(columns: list[str], keys: list[tuple[str, ...]]) -> tuple[str, list[str]]:
+def facet_titles(columns: list[str], keys: list[tuple[str, ...]],
+                 own_figure: bool = True) -> tuple[str, list[str]]:
     """Titles without repetition: values shared by every panel go to one figure title.
 
     Returns ``(common, per_panel)``; a panel whose values are all shared gets "".
+    A single panel on a figure we created gets its title as the figure title: an
+    axes title wider than its axes is clipped or runs into the outside legend.
     """
     if not keys:
         return "", []
+    if len(keys) == 1 and own_figure:
+        return panel_title(columns, keys[0]), [""]
     shared = [i for i in range(len(columns)) if len({k[i] for k in keys}) == 1]
     varying = [i for i in range(len(columns)) if i not in shared]
     common_cols = [columns[i] for i in shared]

@@ -164,7 +164,7 @@ def plot_feature_vs_result(
     colors = resolve_palette(hues, palette) if hue else {}
     with paper_style():
         fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, what=what)
-        common, titles = facet_titles(panel_cols, keys)
+        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
         for axis, key, title in zip(axes, keys, titles, strict=True):
             part = select_panel(data, panel_cols, key)
             _fit(axis, part, x, y, ci, n_boot, seed, logx)
@@ -228,7 +228,7 @@ def plot_trace_vs_accuracy(
     markers = _markers(kinds)
     with paper_style():
         fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, panel_size=(3.8, 3.0), what=what)
-        common, titles = facet_titles(panel_cols, keys)
+        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
         for axis, key, title in zip(axes, keys, titles, strict=True):
             part = select_panel(data, panel_cols, key)
             if fit:
@@ -286,7 +286,7 @@ def plot_two_stage_gain(
     colors = {h: PALETTE[i % len(PALETTE)] for i, h in enumerate(hues)}
     with paper_style():
         fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, what=what)
-        common, titles = facet_titles(panel_cols, keys)
+        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
         for axis, key, title in zip(axes, keys, titles, strict=True):
             part = select_panel(data, panel_cols, key)
             _fit(axis, part, x, y, ci, n_boot, seed, logx)

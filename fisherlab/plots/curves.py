@@ -105,7 +105,7 @@ def plot_trace_curves(
 
     with paper_style():
         fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, what=what)
-        common, titles = facet_titles(panel_cols, keys)
+        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
         for axis, key, title in zip(axes, keys, titles, strict=True):
             part = select_panel(data, panel_cols, key).sort_values([hue, "run_id", "step"])
             sns.lineplot(
@@ -191,7 +191,7 @@ def plot_trace_validation(
 
     with paper_style():
         fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, panel_size=(3.6, 2.7), what=what)
-        common, titles = facet_titles(panel_cols, keys)
+        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
         for axis, key, title in zip(axes, keys, titles, strict=True):
             members = select_panel(grp, panel_cols, key)
             part = select_panel(trace, panel_cols, key).sort_values(["run_id", "step"])

@@ -65,7 +65,7 @@ def plot_relative_performance(
 
     with paper_style():
         fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, panel_size=(3.6, 2.8), what=what)
-        common, titles = facet_titles(panel_cols, keys)
+        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
         for axis, key, title in zip(axes, keys, titles, strict=True):
             part = select_panel(data, panel_cols, key)
             xs = sorted(set(part[x_col]), key=lambda v: natural_key([v])) if x_col else [""]

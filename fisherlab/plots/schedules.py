@@ -62,7 +62,7 @@ def plot_unfreezing_order(
 
     with paper_style():
         fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, panel_size=(3.2, 3.0), what=what)
-        common, titles = facet_titles(panel_cols, keys)
+        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
         for axis, key, title in zip(axes, keys, titles, strict=True):
             part = select_panel(data, panel_cols, key)
             top = int(n_layers) if n_layers is not None else int(part["layer"].max()) + 1

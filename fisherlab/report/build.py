@@ -360,6 +360,8 @@ def _fig_regulariser(ctx: _Context) -> Drawn:
     cols = ["run_id", kind_col] + ([weight_col] if weight_col else [])
     data = runs[cols].rename(columns={kind_col: "regulariser", **({weight_col: "weight"} if weight_col else {})})
     data["regulariser"] = data["regulariser"].astype(object).where(data["regulariser"].notna(), "none").astype(str)
+    if set(data["regulariser"]) <= {"none"}:  # train.py writes kind "none" for unregularised runs
+        raise SkipFigure(f"no regulariser runs (every run has {kind_col} = 'none')")
     data = data.merge(_final_trace(ctx), on="run_id").merge(
         ctx.meta[["run_id", "model", "task", "estimator", "source_score"]], on="run_id")
     data = data.loc[np.isfinite(data["source_score"].to_numpy(dtype=float))]

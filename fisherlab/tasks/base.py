@@ -40,16 +40,26 @@ class Task(Protocol):
         ...
 
 
-def pad_features(rows: dict[str, list], columns: Sequence[str], tokenizer: Any) -> dict[str, Any]:
-    """Pad a slice of a tokenized dataset into tensors; multiple-choice rows (a list per choice) become (B, C, L)."""
+def pad_features(rows: dict[str, list], columns: Sequence[str], tokenizer: Any, device: Any = None) -> dict[str, Any]:
+    """Pad a slice of a tokenized dataset into tensors (on ``device`` when given); multiple-choice
+    rows (a list per choice) become (B, C, L)."""
     size = len(rows[columns[0]])
     nested = size > 0 and isinstance(rows[columns[0]][0][0], list)
     if not nested:
-        return tokenizer.pad([{c: rows[c][i] for c in columns} for i in range(size)], return_tensors="pt")
-    choices = len(rows[columns[0]][0])
-    flat = [{c: rows[c][i][k] for c in columns} for i in range(size) for k in range(choices)]
-    batch = tokenizer.pad(flat, return_tensors="pt")
-    return {key: value.view(size, choices, -1) for key, value in batch.items()}
+        batch = dict(tokenizer.pad([{c: rows[c][i] for c in columns} for i in range(size)], return_tensors="pt"))
+    else:
+        choices = len(rows[columns[0]][0])
+        flat = [{c: rows[c][i][k] for c in columns} for i in range(size) for k in range(choices)]
+        batch = {key: value.view(size, choices, -1)
+                 for key, value in tokenizer.pad(flat, return_tensors="pt").items()}
+    return batch if device is None else {key: value.to(device) for key, value in batch.items()}
+
+
+def model_device(model: Any) -> Any:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    import torch
+
+    return next(iter(model.parameters()), torch.empty(0)).device
 
 
 class ClassificationTask:
@@ -82,13 +92,14 @@ class ClassificationTask:
 
         columns = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in dataset.column_names]
         was_training = model.training
+        device = model_device(model)
         model.eval()
         predictions: list[int] = []
         try:
             with torch.no_grad():
                 for start in range(0, len(dataset), batch_size):
                     rows = dataset[start:start + batch_size]
-                    logits = model(**pad_features(rows, columns, tokenizer)).logits
+                    logits = model(**pad_features(rows, columns, tokenizer, device)).logits
                     predictions += logits.argmax(-1).tolist()
         finally:
             model.train(was_training)

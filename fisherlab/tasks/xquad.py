@@ -142,18 +142,19 @@ class XQuADTask:
         """Run the QA head over the windows, post-process, and score against the gold answers."""
         import torch
 
-        from fisherlab.tasks.base import pad_features
+        from fisherlab.tasks.base import model_device, pad_features
 
         columns = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in dataset.column_names]
         starts: list[list[float]] = []
         ends: list[list[float]] = []
         was_training = model.training
+        device = model_device(model)
         model.eval()
         try:
             with torch.no_grad():
                 for begin in range(0, len(dataset), batch_size):
                     rows = dataset[begin:begin + batch_size]
-                    out = model(**pad_features(rows, columns, tokenizer))
+                    out = model(**pad_features(rows, columns, tokenizer, device))
                     for k, ids in enumerate(rows["input_ids"]):
                         starts.append(out.start_logits[k, :len(ids)].tolist())
                         ends.append(out.end_logits[k, :len(ids)].tolist())
