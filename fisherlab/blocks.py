@@ -67,11 +67,14 @@ def layer_block_name(layer: int) -> str:
     return f"layer.{layer}"
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """Strip DDP / DataParallel wrappers so names match the bare model's."""
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Strip DDP / DataParallel wrappers (``.module``) so names and attributes are the bare model's."""
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
     return model
+
+
+_unwrap = unwrap_model
 
 
 def _named_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:

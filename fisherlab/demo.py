@@ -73,40 +73,44 @@ def run_demo(out: str | Path = "fisherlab-demo", *, world: str = "default", meth
         method_strategy(method, 1, 0, 1)  # validate names before any work
     if not seeds:
         raise ValueError("demo: seeds is empty")
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    if testbed_dir is not None:
-        from fisherlab.testbed import build_testbed, world_config
+    try:
+        if testbed_dir is not None:
+            from fisherlab.testbed import build_testbed, world_config
 
-        build_testbed(world_config(world), testbed_dir, threads=threads, progress=progress)
-        task = TestbedTask(testbed_dir)
-    else:
-        task = TestbedTask(world=world, threads=threads, progress=progress)
-    budget = task.training_defaults()
-    steps = steps or budget["steps"]
-    layers = json.loads((Path(task.testbed.base_dir) / "config.json").read_text())["num_hidden_layers"]
-    k = k or max(1, steps // (4 * layers))
-    out = Path(out)
-    runs_dir, report_dir = out / "runs", out / "report"
-    status: dict[str, str] = {}
-    for method in methods:
-        for seed in seeds:
-            name = f"{method}-s{seed}"
-            run_dir = runs_dir / name
-            if _completed(run_dir):
-                status[name] = "reused"
-                continue
-            overrides = {
-                "task": "testbed", "task_options": json.dumps({"path": str(task.testbed.root)}),
-                "strategy": method_strategy(method, k, seed, probe_batches), "method": method,
-                "run_dir": str(run_dir), "overwrite": True, "seed": seed, "max_steps": steps,
-                "per_device_train_batch_size": budget["batch_size"], "learning_rate": budget["lr"],
-                "lr_scheduler_type": "constant", "max_grad_norm": 1.0,
-                "eval_strategy": "steps", "eval_steps": probe_every, "logging_steps": probe_every,
-                "save_strategy": "no", "probe_every": probe_every, "probe_batches": probe_batches,
-                "use_cpu": not torch.cuda.is_available(), "disable_tqdm": not progress, "progress": progress,
-                "dataloader_num_workers": 0,
-            }
-            run_training(parse_config(None, overrides=overrides))
-            status[name] = "trained"
+            build_testbed(world_config(world), testbed_dir, threads=threads, progress=progress)
+            task = TestbedTask(testbed_dir)
+        else:
+            task = TestbedTask(world=world, threads=threads, progress=progress)
+        budget = task.training_defaults()
+        steps = steps or budget["steps"]
+        layers = json.loads((Path(task.testbed.base_dir) / "config.json").read_text())["num_hidden_layers"]
+        k = k or max(1, steps // (4 * layers))
+        out = Path(out)
+        runs_dir, report_dir = out / "runs", out / "report"
+        status: dict[str, str] = {}
+        for method in methods:
+            for seed in seeds:
+                name = f"{method}-s{seed}"
+                run_dir = runs_dir / name
+                if _completed(run_dir):
+                    status[name] = "reused"
+                    continue
+                overrides = {
+                    "task": "testbed", "task_options": json.dumps({"path": str(task.testbed.root)}),
+                    "strategy": method_strategy(method, k, seed, probe_batches), "method": method,
+                    "run_dir": str(run_dir), "overwrite": True, "seed": seed, "max_steps": steps,
+                    "per_device_train_batch_size": budget["batch_size"], "learning_rate": budget["lr"],
+                    "lr_scheduler_type": "constant", "max_grad_norm": 1.0,
+                    "eval_strategy": "steps", "eval_steps": probe_every, "logging_steps": probe_every,
+                    "save_strategy": "no", "probe_every": probe_every, "probe_batches": probe_batches,
+                    "use_cpu": not torch.cuda.is_available(), "disable_tqdm": not progress, "progress": progress,
+                    "dataloader_num_workers": 0,
+                }
+                run_training(parse_config(None, overrides=overrides))
+                status[name] = "trained"
+    finally:  # the caller's thread count is not ours to keep
+        torch.set_num_threads(previous_threads)
     build_report([runs_dir], report_dir, **{"progress": progress, **(report_options or {})})
     return DemoResult(runs_dir=runs_dir, report_dir=report_dir, runs=status)

@@ -28,6 +28,7 @@ Strings (``regulariser_from_string``)::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -147,13 +148,10 @@ def regularised_loss(model: torch.nn.Module, batch: Mapping[str, Any], terms: Se
         for _, rows in fused_views:
             contexts.append(rows.context(model, offset, total))
             offset += batch_size_of(rows.batch)
-        for ctx in contexts:
-            ctx.__enter__()
-        try:
+        with ExitStack() as stack:  # a context failing to enter leaves none of the others installed
+            for ctx in contexts:
+                stack.enter_context(ctx)
             loss, outputs_all = forward(model, fused)
-        finally:
-            for ctx in reversed(contexts):
-                ctx.__exit__(None, None, None)
         outputs = _split_outputs(outputs_all, total, 0, size)
         clean_view = slice_batch(fused, 0, size)
         offset = size

@@ -146,7 +146,8 @@ def _parser():
 
 def parse_config(config_file: str | Path | None = None, args: Sequence[str] = (),
                  overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Parse a YAML/JSON config file, then ``--flags`` on top (flags win), then ``overrides``."""
+    """Parse a YAML/JSON config file, ``overrides`` on top of it, then ``--flags`` (precedence:
+    file < overrides < flags)."""
     parser = _parser()
     defaults: dict[str, Any] = {}
     if config_file is not None:

@@ -224,3 +224,35 @@ def test_synthetic_store_is_reproducible(tmp_path):
     assert (a[0] / "fisher.jsonl").read_bytes() != (c[0] / "fisher.jsonl").read_bytes()
     with pytest.raises(TypeError, match="unknown knob"):
         write_synthetic_store(tmp_path / "d", n_runs=1, colour="red")
+
+
+def _train_py_config(strategy: str, method: str, seed: int, regulariser: dict | None = None) -> dict:
+    """A config shaped exactly like ``fisherlab.train.RunConfig.to_dict`` writes it."""
+    return {"model": {"base": None, "task_module": "seq_bn", "lang_adapters": None, "lora_r": 8},
+            "task": {"task": "testbed", "task_options": '{"path": "/tb"}', "source_language": None},
+            "schedule": {"strategy": strategy, "regularisers": None, "method": method},
+            "probe": {"probe_every": 3, "probe_batches": 2, "probe_estimator": "per_example"},
+            "run": {"run_dir": "/x", "resume": False}, "training": {"seed": seed, "learning_rate": 3e-3},
+            "seed": seed, "strategy": strategy, "method": method, "task_name": "testbed",
+            "resolved": {"base": "/tb/base", "lang_adapters": {"en": "/tb/adapters/en"},
+                         "source_language": "en", "languages": ["en", "sov"], "reduction_factor": 2,
+                         "model_name": "testbed-encoder"},
+            "regulariser": regulariser or {"kind": "none", "weight": 0.0, "terms": []},
+            "model_name": "testbed-encoder"}
+
+
+def test_train_py_config_columns(tmp_path):
+    """model from model_name (model.base is null), task from task_name, k from the strategy string."""
+    config = _train_py_config("fisher:k=1;n_batches=2;seed=3", "fisher+fisher_penalty", 3,
+                              {"kind": "fisher_penalty", "weight": 0.01,
+                               "terms": ["fisher_penalty:alpha=0.01"]})
+    RunWriter.create(tmp_path / "a", config, fisher={"estimator": "per_example"}).finish()
+    RunWriter.create(tmp_path / "b", _train_py_config("standard", "standard", 0)).finish()
+    runs = load_runs(tmp_path).runs.set_index("run_id")
+    a, b = runs.loc["a"], runs.loc["b"]
+    assert (a["model"], a["task"], a["task_module"], a["seed"]) == ("testbed-encoder", "testbed", "seq_bn", 3)
+    assert (a["method"], a["strategy"], a["k"]) == ("fisher+fisher_penalty", "fisher", 1.0)
+    assert (a["config.regulariser.kind"], a["config.regulariser.weight"]) == ("fisher_penalty", 0.01)
+    assert a["estimator"] == "per_example" and a["config.resolved.model_name"] == "testbed-encoder"
+    assert (b["method"], b["strategy"], b["seed"], b["config.regulariser.kind"]) == ("standard", "standard", 0, "none")
+    assert math.isnan(b["k"])

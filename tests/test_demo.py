@@ -24,8 +24,12 @@ def test_demo_trains_reports_and_reuses(tiny_testbed, tmp_path):
     assert (result.report_dir / "report.html").is_file()
     summary = json.loads((result.report_dir / "summary.json").read_text())
     assert summary  # the report summarised something
-    again = run_demo(out, **options)
+    import torch
+
+    threads = torch.get_num_threads()
+    again = run_demo(out, **{**options, "threads": threads + 1})
     assert set(again.runs.values()) == {"reused"}
+    assert torch.get_num_threads() == threads  # the demo's thread count is not left behind
 
 
 def test_demo_rejects_unknown_method_before_work(tmp_path):

@@ -151,3 +151,14 @@ def test_progress_bar_and_no_grad_context(model_and_batch, capsys):
         shown = trace_fisher(model, [batch, batch], progress=True)
     assert shown.traces == plain.traces
     assert "tr(F)" in capsys.readouterr().err
+
+
+def test_a_wrapped_model_discovers_the_same_task_module_blocks():
+    """DDP/DataParallel wrappers are looked through: blocks=None must not fall back to whole layers."""
+    model = tiny_adapter_model("bert", lang_adapters=["en"], seed=3).eval()
+    batches = [tiny_batch("classification", seed=4)]
+    bare = trace_fisher(model, batches, seed=1)
+    wrapped = trace_fisher(torch.nn.DataParallel(model), batches, seed=1)
+    assert bare.meta["block_mode"] == wrapped.meta["block_mode"] == "adapter"
+    assert wrapped.meta["task_module"] == "task" and wrapped.meta["attn_implementation"] == "eager"
+    assert wrapped.traces == pytest.approx(bare.traces, rel=1e-6)

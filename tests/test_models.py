@@ -154,3 +154,28 @@ def test_errors_name_the_field(madx_dirs, tmp_path):
         swap_language(model, "fr")
     with pytest.raises(MadxError, match="build_madx"):
         swap_language(torch.nn.Linear(2, 2), "en")
+
+
+def test_tiny_and_madx_builders_leave_the_global_rng_alone(madx_dirs):
+    from fisherlab.tiny import tiny_adapter_model
+
+    base, _ = madx_dirs
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tiny_adapter_model("bert", seed=7)
+    build_madx(base, "nli", seed=7)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_add_head_makes_every_head_kind_including_mlm():
+    from fisherlab.models import ADDABLE_HEADS, add_head
+    from fisherlab.tiny import tiny_adapter_model
+
+    model = tiny_adapter_model("bert", task_module=None, head="mlm", task="lm")
+    assert model.heads["lm"].config["head_type"] == "masked_lm"
+    for kind in ADDABLE_HEADS:
+        add_head(model, f"h_{kind}", kind, num_labels=4, num_choices=3)
+    assert {f"h_{kind}" for kind in ADDABLE_HEADS} <= set(model.heads.keys())
+    with pytest.raises(MadxError, match="add_head: head 'regression' unknown"):
+        add_head(model, "x", "regression")

@@ -3,6 +3,8 @@ Trainer/AdapterTrainer integration (logging to the Trainer and to the run's metr
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -120,6 +122,23 @@ def test_resegment_term_trains_from_a_string():
         total.backward()
         optimizer.step()
     assert float(regularised_loss(model, batch, [term], step=0)[0].detach()) < before
+
+
+def test_fused_views_leave_no_hook_behind_when_one_fails_to_enter():
+    class Broken(Dropout):
+        @contextlib.contextmanager
+        def context(self, model, rows, offset, total):
+            raise RegulariserError("broken view")
+            yield
+
+    model = tiny_adapter_model("bert", seed=0)
+    model.train()
+    embeddings = model.get_input_embeddings()
+    before = len(embeddings._forward_hooks)
+    terms = [Consistency(EmbeddingNoise(eps=1e-3)), Consistency(Broken())]
+    with pytest.raises(RegulariserError, match="broken view"):
+        regularised_loss(model, tiny_batch("classification"), terms)
+    assert len(embeddings._forward_hooks) == before
 
 
 # ---------------------------------------------------------------------------- Trainer

@@ -116,10 +116,12 @@ def test_summary_and_tables(damaged):
     assert "Unit of replication" in result.html.read_text()
 
 
-def _regulariser_store(root: Path) -> Path:
+REGULARISED = [("penalty", 0.1), ("penalty", 1.0), ("consistency", 0.1), ("consistency", 1.0), ("l2", 0.01)]
+
+
+def _regulariser_store(root: Path, kinds: list[tuple[str, float]] = REGULARISED) -> Path:
     store = root / "reg"
-    for i, (kind, weight) in enumerate([("penalty", 0.1), ("penalty", 1.0), ("consistency", 0.1),
-                                        ("consistency", 1.0), ("l2", 0.01)]):
+    for i, (kind, weight) in enumerate(kinds):
         w = RunWriter.create(store / f"r{i}", {"method": kind, "seed": 0, "model": "m", "task": "t",
                                                 "regulariser": {"kind": kind, "weight": weight}},
                              fisher={"estimator": "per_example"}, run_id=f"reg-{i}")
@@ -138,6 +140,39 @@ def test_regulariser_and_two_stage_figures(tmp_path):
     result = build_report([store], tmp_path / "out", figures=("regulariser", "two_stage"), **FAST)
     assert set(result.figures) == {"regulariser", "two_stage"}, result.skipped
     assert result.skipped == {}
+
+
+def test_regulariser_figure_skipped_when_every_run_is_unregularised(tmp_path):
+    """train.py writes regulariser kind "none" for plain runs: no Stickland & Murray figure of them."""
+    store = _regulariser_store(tmp_path, [("none", 0.0)] * 3)
+    result = build_report([store], tmp_path / "out", figures=("regulariser",), **FAST)
+    assert result.figures == {}
+    assert "config.regulariser.kind = 'none'" in result.skipped["regulariser"]
+
+
+def test_method_colours_agree_across_figures(tmp_path, monkeypatch):
+    """Every method-coloured figure gets the study-wide palette; feature_result used to colour
+    only the methods with results, so unknown method names shifted colour between figures."""
+    import fisherlab.plots as plots
+
+    store = tmp_path / "store"
+    write_synthetic_store(store, n_runs=6, methods=("standard", "gradual", "fisher"), seeds=(0, 1),
+                          n_steps=10, n_blocks=3)
+    seen: dict[str, object] = {}
+    for name in ("plot_trace_curves", "plot_unfreezing_order", "plot_relative_performance",
+                 "plot_feature_vs_result"):
+        original = getattr(plots, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            seen[_name] = kwargs.get("palette")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(plots, name, spy)
+    build_report([store], tmp_path / "out", figures=("trace", "order", "relative", "feature_result"), **FAST)
+    want = plots.method_colors(["standard", "gradual", "fisher"])
+    assert set(seen) == {"plot_trace_curves", "plot_unfreezing_order", "plot_relative_performance",
+                         "plot_feature_vs_result"}
+    assert all(palette == want for palette in seen.values()), seen
 
 
 def test_mixed_estimators_facet_or_refuse(tmp_path):
@@ -194,8 +229,10 @@ def test_options_are_validated(tmp_path):
 
 
 def test_analysis_side_never_imports_torch():
-    code = ("import sys, fisherlab.plots, fisherlab.report, fisherlab.cli; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    """The whole analysis side (runs, analysis, plots, report, the CLI module) in one fresh process."""
+    code = ("import sys, fisherlab.analysis, fisherlab.analysis.synthetic, fisherlab.runs, fisherlab.plots, "
+            "fisherlab.report, fisherlab.cli; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -98,3 +98,19 @@ def test_testbed_task_missing_path_is_named(tmp_path):
 def test_importing_tasks_does_not_import_torch():
     code = "import sys, fisherlab.tasks, fisherlab.tasks.metrics; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pad_features_puts_the_batch_on_the_model_device(tiny_testbed):
+    import torch
+
+    from fisherlab.tasks.base import model_device, pad_features
+
+    task = get_task("testbed", path=tiny_testbed.root)
+    data = task.load("test", "sov")
+    rows = data[0:3]
+    columns = ["input_ids", "attention_mask"]
+    assert pad_features(rows, columns, task.tokenizer)["input_ids"].device.type == "cpu"
+    on_meta = pad_features(rows, columns, task.tokenizer, device="meta")
+    assert {v.device.type for v in on_meta.values()} == {"meta"}
+    assert model_device(torch.nn.Linear(2, 2, device="meta")).type == "meta"
+    assert model_device(torch.nn.ReLU()).type == "cpu"

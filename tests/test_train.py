@@ -137,3 +137,18 @@ def test_config_file_and_flags_merge(tiny_testbed, tmp_path):
         parse_config(bad)
     with pytest.raises(ConfigError, match="run_dir"):
         parse_config(None, ["--task", "testbed"])
+
+
+def test_lang_adapters_and_regulariser_strings_parse_or_name_the_field():
+    from fisherlab.train import parse_lang_adapters, split_regularisers
+
+    assert parse_lang_adapters("en=a, de=b") == {"en": "a", "de": "b"}
+    assert parse_lang_adapters('{"en": "a"}') == {"en": "a"}
+    with pytest.raises(ConfigError, match="lang_adapters: language 'en' is given twice"):
+        parse_lang_adapters("en=a,en=b")
+    with pytest.raises(ConfigError, match="lang_adapters: not a valid JSON object"):
+        parse_lang_adapters("{en")
+    assert split_regularisers('["l2:weight=1", "fisher_penalty:alpha=0.1"]') == ["l2:weight=1",
+                                                                                "fisher_penalty:alpha=0.1"]
+    with pytest.raises(ConfigError, match="regularisers: not a valid JSON list"):
+        split_regularisers("[l2")

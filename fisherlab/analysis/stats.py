@@ -9,7 +9,7 @@ Each output says in its ``unit`` column what one observation (unit of replicatio
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -89,33 +89,26 @@ def correlation_batch(x: np.ndarray, y: np.ndarray, method: str = "spearman") ->
     raise ValueError(f"method must be one of {CORRELATION_METHODS}, got {method!r}")
 
 
-def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm step-down adjusted p-values (family-wise error); NaN entries stay NaN."""
+def _adjust_sorted(p: Sequence[float] | np.ndarray, step: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply ``step`` to the finite p-values sorted ascending; NaN entries stay NaN; capped at 1."""
     p = np.asarray(p, dtype=float)
     out = np.full(p.shape, np.nan)
     ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if not m:
+    if not ok.size:
         return out
     order = ok[np.argsort(p[ok], kind="stable")]
-    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out[order] = np.minimum(adjusted, 1.0)
+    out[order] = np.minimum(step(p[order]), 1.0)
     return out
+
+
+def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values (family-wise error); NaN entries stay NaN."""
+    return _adjust_sorted(p, lambda s: np.maximum.accumulate((s.size - np.arange(s.size)) * s))
 
 
 def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (false discovery rate); NaN entries stay NaN."""
-    p = np.asarray(p, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if not m:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    scaled = p[order] * m / np.arange(1, m + 1)
-    adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
-    out[order] = np.minimum(adjusted, 1.0)
-    return out
+    return _adjust_sorted(p, lambda s: np.minimum.accumulate((s * s.size / np.arange(1, s.size + 1))[::-1])[::-1])
 
 
 def _wide(frame: pd.DataFrame | RunSet, what: str) -> pd.DataFrame:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fisherlab.blocks import BlockMap, BlockMapError, as_block_map
+from fisherlab.blocks import BlockMap, BlockMapError, as_block_map, unwrap_model
 from fisherlab.fisher.outputs import (
     FisherError,
     OutputKind,
@@ -101,7 +101,7 @@ def _cuda_devices(model: torch.nn.Module) -> list[int]:
 
 
 def _attn_implementation(model: torch.nn.Module) -> str | None:
-    config = getattr(model, "config", None)
+    config = getattr(unwrap_model(model), "config", None)
     return getattr(config, "_attn_implementation", None) if config is not None else None
 
 
@@ -111,7 +111,7 @@ def _attn_implementation(model: torch.nn.Module) -> str | None:
 def _resolve_blocks(model, blocks, block_names, adapter) -> tuple[BlockMap, list[str], dict[str, list]]:
     try:
         if blocks is None and adapter is None:
-            adapter = _active_task_module(model)
+            adapter = active_task_module(model)
         block_map = as_block_map(blocks, model, adapter=adapter)
         names = list(block_map.names if block_names is None else block_names)
         unknown = [n for n in names if n not in block_map]
@@ -131,9 +131,11 @@ def _resolve_blocks(model, blocks, block_names, adapter) -> tuple[BlockMap, list
     return block_map, names, params
 
 
-def _active_task_module(model: torch.nn.Module) -> str | None:
-    """The task module of an adapters model: the active adapter named like the active head
-    (the adapters convention), else the last adapter of the active setup; None without one."""
+def active_task_module(model: torch.nn.Module) -> str | None:
+    """The task module of an adapters model (DDP/DataParallel wrappers looked through): the
+    active adapter named like the active head (the adapters convention), else the last
+    adapter of the active setup; None without one."""
+    model = unwrap_model(model)
     active = getattr(model, "active_adapters", None)
     if active is None:
         return None
@@ -317,7 +319,7 @@ def trace_fisher(
             batch = _prepare_batch(raw, index, device)
             outputs = _forward(model, batch)
             if kind is None:
-                kind = infer_output(model, outputs, batch)
+                kind = infer_output(unwrap_model(model), outputs, batch)
             size = kind.batch_size(outputs)
             if engine is not None:
                 if estimator == "exact":

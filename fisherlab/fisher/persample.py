@@ -49,6 +49,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fisherlab.blocks import unwrap_model
+
 __all__ = [
     "Call",
     "FallbackWarning",
@@ -349,13 +351,6 @@ def _register_adapters() -> None:
 # ---------------------------------------------------------------- the engine
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """Strip DDP / DataParallel wrappers so parameter names match a BlockMap's."""
-    while isinstance(getattr(model, "module", None), nn.Module):
-        model = model.module
-    return model
-
-
 def _walk_modules(root: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) for every module under ``root``, repeats of shared modules included
     (``named_modules(remove_duplicate=False)`` without its recursive generators)."""
@@ -484,7 +479,7 @@ class PerExampleGradNorms:
         self.model = model
         self.method = method
         # One walk over the modules gives names (aliases of tied parameters included) and owners.
-        walk = _walk_modules(_unwrap(model))
+        walk = _walk_modules(unwrap_model(model))
         named: dict[str, nn.Parameter] = {}
         for mname, module in walk:
             for local, param in module._parameters.items():

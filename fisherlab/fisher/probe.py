@@ -276,15 +276,10 @@ def _all_reduce_traces(names: Sequence[str], traces: Mapping[str, float], stderr
 # -- Trainer glue ---------------------------------------------------------------------------
 
 def active_task_module(model: torch.nn.Module) -> str | None:
-    """The last adapter of an adapters model's active setup (its task module), else None (full model)."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    active = getattr(model, "active_adapters", None)
-    if active is None:
-        return None
-    flat = active.flatten() if hasattr(active, "flatten") else [active]
-    names = [name for name in flat if isinstance(name, str)]
-    return names[-1] if names else None
+    """The task module of an adapters model's active setup (see ``trace_fisher``), else None (full model)."""
+    from fisherlab.fisher.estimators import active_task_module as _active
+
+    return _active(model)
 
 
 def find_trainer(callback: Any) -> Any:

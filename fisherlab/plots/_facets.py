@@ -18,6 +18,10 @@ from matplotlib.figure import Figure
 from fisherlab.plots.style import mpl_text
 
 MISSING = "(unknown)"
+#: Figure width (inches) facet_axes adds for the legend outside the panels on the right.
+LEGEND_WIDTH = 1.6
+#: Title characters per inch at the suptitle's font size (DejaVu Sans, conservative).
+TITLE_CHARS_PER_INCH = 9.5
 
 
 class MixedEstimatorError(ValueError):
@@ -153,12 +157,28 @@ def facet_axes(
         return ax.figure, [ax]
     ncols = max(1, min(col_wrap, n_panels))
     nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(panel_size[0] * ncols + 1.6, panel_size[1] * nrows), layout="constrained")
+    fig = Figure(figsize=(panel_size[0] * ncols + LEGEND_WIDTH, panel_size[1] * nrows), layout="constrained")
     grid = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=False)
     axes = [a for row in grid for a in row]
     for extra in axes[n_panels:]:
         extra.set_visible(False)
     return fig, axes[:n_panels]
+
+
+def facet_grid(
+    panel_cols: list[str],
+    keys: list[tuple[str, ...]],
+    *,
+    ax: Axes | None = None,
+    col_wrap: int = 3,
+    panel_size: tuple[float, float] = (3.4, 2.7),
+    what: str = "figure",
+) -> tuple[Figure, str, list[tuple[Axes, tuple[str, ...], str]]]:
+    """The figure, its shared title and ``(axis, key, panel title)`` for each panel key
+    (:func:`facet_axes` + :func:`facet_titles`); pass the shared title to :func:`finish`."""
+    fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, panel_size=panel_size, what=what)
+    common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
+    return fig, common, list(zip(axes, keys, titles, strict=True))
 
 
 def facet_titles(columns: list[str], keys: list[tuple[str, ...]],
@@ -192,6 +212,26 @@ def add_legend(fig: Figure, ax: Axes | None, handles: list, labels: list[str], t
 
 
 def finish(fig: Figure, common: str, own_figure: bool) -> None:
-    """Put the shared panel values in the figure title (only on figures we created)."""
+    """Put the shared panel values in the figure title (only on figures we created).
+
+    The title is centred over the panels, not the whole figure, and wrapped at its
+    `` · `` separators to the panels' width, so it never runs into the legend
+    (constrained layout places that at the top of the right margin).
+    """
     if common and own_figure:
-        fig.suptitle(common, fontsize="medium")
+        width = fig.get_figwidth()
+        panels = max(width - LEGEND_WIDTH, 1.0)
+        fig.suptitle(wrap_title(common, int(panels * TITLE_CHARS_PER_INCH)), fontsize="medium",
+                     x=0.5 * panels / width)
+
+
+def wrap_title(title: str, max_chars: int, sep: str = " · ") -> str:
+    """``title`` broken into lines at ``sep`` so that each line has at most ``max_chars``
+    characters where possible (a single longer part keeps its own line)."""
+    lines: list[str] = []
+    for part in title.split(sep):
+        if lines and len(lines[-1]) + len(sep) + len(part) <= max_chars:
+            lines[-1] += sep + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)

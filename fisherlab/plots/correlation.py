@@ -20,20 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy import stats as sps
 
-from fisherlab.plots._facets import (
-    add_legend,
-    as_list,
-    estimator_panels,
-    facet_axes,
-    facet_titles,
-    finish,
-    finite_rows,
-    label_columns,
-    natural_key,
-    panel_keys,
-    require_columns,
-    select_panel,
-)
+from fisherlab.plots import _facets as facets
 from fisherlab.plots.style import PALETTE, mpl_text, paper_style, resolve_palette
 
 #: Marker per regulariser kind, as in Stickland & Murray Fig. 1 (others cycle).
@@ -106,8 +93,11 @@ def format_p(p: float) -> str:
 
 def _fit(axis: Axes, part: pd.DataFrame, x: str, y: str, ci: int | None, n_boot: int,
          seed: int, logx: bool) -> None:
-    """Least-squares line (in log x when ``logx``) with a bootstrap CI band."""
-    if len(part) < 3 or part[x].nunique() < 2:
+    """Least-squares line (in log x when ``logx``) with a bootstrap CI band.
+
+    No fit without variation in x or y: a flat fit of a constant y has a band of
+    rounding noise (±1e-11) that would set the y-limits."""
+    if len(part) < 3 or part[x].nunique() < 2 or part[y].nunique() < 2:
         return
     if n_boot <= 0:
         ci = None
@@ -117,14 +107,14 @@ def _fit(axis: Axes, part: pd.DataFrame, x: str, y: str, ci: int | None, n_boot:
 
 def _prepare(frame: pd.DataFrame, x: str, y: str, panel: Any, label_cols: list[str],
              estimator_policy: str, what: str, logx: bool) -> tuple[pd.DataFrame, list[str], list]:
-    require_columns(frame, [x, y, *label_cols], what)
-    panel_cols = [c for c in as_list(panel) if c in frame.columns]
-    panel_cols = estimator_panels(frame, panel_cols, estimator_policy, what)
-    data = finite_rows(frame, [x, y])
+    facets.require_columns(frame, [x, y, *label_cols], what)
+    panel_cols = [c for c in facets.as_list(panel) if c in frame.columns]
+    panel_cols = facets.estimator_panels(frame, panel_cols, estimator_policy, what)
+    data = facets.finite_rows(frame, [x, y])
     if logx:
         data = data.loc[data[x] > 0]
-    data = label_columns(data, [*label_cols, *panel_cols])
-    keys = panel_keys(data, panel_cols) if len(data) else []
+    data = facets.label_columns(data, [*label_cols, *panel_cols])
+    keys = facets.panel_keys(data, panel_cols) if len(data) else []
     return data, panel_cols, keys
 
 
@@ -163,27 +153,17 @@ def plot_feature_vs_result(
     hues = sorted(data[hue].unique()) if hue else []
     colors = resolve_palette(hues, palette) if hue else {}
     with paper_style():
-        fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, what=what)
-        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
-        for axis, key, title in zip(axes, keys, titles, strict=True):
-            part = select_panel(data, panel_cols, key)
+        fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, what=what)
+        for axis, key, title in panels:
+            part = facets.select_panel(data, panel_cols, key)
             _fit(axis, part, x, y, ci, n_boot, seed, logx)
-            sns.scatterplot(data=part, x=x, y=y, hue=hue, palette=colors if hue else None,
-                            hue_order=[h for h in hues if h in set(part[hue])] if hue else None,
-                            color=None if hue else "0.2", s=22, legend=False, ax=axis)
-            if logx:
-                axis.set_xscale("log")
+            _scatter(axis, part, x, y, hue, hues, colors)
             feature = dict(zip(panel_cols, key, strict=True)).get("feature")
-            axis.set_xlabel(mpl_text(xlabel or feature or x))
-            axis.set_ylabel(mpl_text(ylabel))
-            axis.set_title(
-                "\n".join(t for t in (title, stats_title(stats, panel_cols, key, part, x, y, method)) if t),
-                fontsize="small",
-            )
+            _label_panel(axis, title, stats_title(stats, panel_cols, key, part, x, y, method),
+                         xlabel or feature or x, ylabel, logx)
         if hue:
-            handles = [Line2D([], [], color=colors[h], marker="o", lw=0) for h in hues]
-            add_legend(fig, ax, handles, [mpl_text(h) for h in hues], mpl_text(hue))
-        finish(fig, common, ax is None)
+            _hue_legend(fig, ax, hue, hues, colors)
+        facets.finish(fig, common, ax is None)
     return fig
 
 
@@ -227,10 +207,9 @@ def plot_trace_vs_accuracy(
     colors = resolve_palette(kinds, palette)
     markers = _markers(kinds)
     with paper_style():
-        fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, panel_size=(3.8, 3.0), what=what)
-        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
-        for axis, key, title in zip(axes, keys, titles, strict=True):
-            part = select_panel(data, panel_cols, key)
+        fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, panel_size=(3.8, 3.0), what=what)
+        for axis, key, title in panels:
+            part = facets.select_panel(data, panel_cols, key)
             if fit:
                 _fit(axis, part, x, y, ci, n_boot, seed, logx)
             for kind in kinds:
@@ -240,18 +219,12 @@ def plot_trace_vs_accuracy(
                     for xv, yv, wv in zip(rows[x], rows[y], rows[weight], strict=True):
                         axis.annotate(_weight_text(wv), (xv, yv), xytext=(3, 3),
                                       textcoords="offset points", fontsize="x-small")
-            if logx:
-                axis.set_xscale("log")
-            axis.set_xlabel(mpl_text(xlabel))
-            axis.set_ylabel(mpl_text(ylabel))
-            axis.set_title(
-                "\n".join(t for t in (title, stats_title(stats, panel_cols, key, part, x, y, method)) if t),
-                fontsize="small",
-            )
+            _label_panel(axis, title, stats_title(stats, panel_cols, key, part, x, y, method),
+                         xlabel, ylabel, logx)
         handles = [Line2D([], [], color=colors[k], marker=markers[k], lw=0) for k in kinds]
         title = mpl_text(regulariser if weight is None else f"{regulariser} (label: {weight})")
-        add_legend(fig, ax, handles, [mpl_text(k) for k in kinds], title)
-        finish(fig, common, ax is None)
+        facets.add_legend(fig, ax, handles, [mpl_text(k) for k in kinds], title)
+        facets.finish(fig, common, ax is None)
     return fig
 
 
@@ -282,31 +255,43 @@ def plot_two_stage_gain(
     what = "plot_two_stage_gain"
     labels = [hue] if hue else []
     data, panel_cols, keys = _prepare(points, x, y, panel, labels, estimator_policy, what, logx)
-    hues = sorted(data[hue].unique(), key=lambda v: natural_key([v])) if hue else []
+    hues = sorted(data[hue].unique(), key=lambda v: facets.natural_key([v])) if hue else []
     colors = {h: PALETTE[i % len(PALETTE)] for i, h in enumerate(hues)}
     with paper_style():
-        fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, what=what)
-        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
-        for axis, key, title in zip(axes, keys, titles, strict=True):
-            part = select_panel(data, panel_cols, key)
+        fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, what=what)
+        for axis, key, title in panels:
+            part = facets.select_panel(data, panel_cols, key)
             _fit(axis, part, x, y, ci, n_boot, seed, logx)
-            sns.scatterplot(data=part, x=x, y=y, hue=hue, palette=colors if hue else None,
-                            hue_order=[h for h in hues if h in set(part[hue])] if hue else None,
-                            color=None if hue else "0.2", s=22, legend=False, ax=axis)
+            _scatter(axis, part, x, y, hue, hues, colors)
             axis.axhline(0.0, color="0.3", lw=0.8)
-            if logx:
-                axis.set_xscale("log")
-            axis.set_xlabel(mpl_text(xlabel))
-            axis.set_ylabel(mpl_text(ylabel))
-            axis.set_title(
-                "\n".join(t for t in (title, stats_title(stats, panel_cols, key, part, x, y, method)) if t),
-                fontsize="small",
-            )
+            _label_panel(axis, title, stats_title(stats, panel_cols, key, part, x, y, method),
+                         xlabel, ylabel, logx)
         if hue:
-            handles = [Line2D([], [], color=colors[h], marker="o", lw=0) for h in hues]
-            add_legend(fig, ax, handles, [mpl_text(h) for h in hues], mpl_text(hue))
-        finish(fig, common, ax is None)
+            _hue_legend(fig, ax, hue, hues, colors)
+        facets.finish(fig, common, ax is None)
     return fig
+
+
+def _scatter(axis: Axes, part: pd.DataFrame, x: str, y: str, hue: str | None, hues: list[str],
+             colors: Mapping[str, Any]) -> None:
+    """One point per row, coloured by ``hue`` (dark grey without)."""
+    sns.scatterplot(data=part, x=x, y=y, hue=hue, palette=colors if hue else None,
+                    hue_order=[h for h in hues if h in set(part[hue])] if hue else None,
+                    color=None if hue else "0.2", s=22, legend=False, ax=axis)
+
+
+def _label_panel(axis: Axes, title: str, stats_line: str, xlabel: str, ylabel: str, logx: bool) -> None:
+    """Axis labels, log x when asked, and the panel title above its statistics line."""
+    if logx:
+        axis.set_xscale("log")
+    axis.set_xlabel(mpl_text(xlabel))
+    axis.set_ylabel(mpl_text(ylabel))
+    axis.set_title("\n".join(t for t in (title, stats_line) if t), fontsize="small")
+
+
+def _hue_legend(fig: Figure, ax: Axes | None, hue: str, hues: list[str], colors: Mapping[str, Any]) -> None:
+    handles = [Line2D([], [], color=colors[h], marker="o", lw=0) for h in hues]
+    facets.add_legend(fig, ax, handles, [mpl_text(h) for h in hues], mpl_text(hue))
 
 
 def _markers(kinds: list[str]) -> dict[str, str]:

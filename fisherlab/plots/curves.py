@@ -12,19 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from fisherlab.plots._facets import (
-    add_legend,
-    as_list,
-    estimator_panels,
-    facet_axes,
-    facet_titles,
-    finish,
-    finite_rows,
-    label_columns,
-    panel_keys,
-    require_columns,
-    select_panel,
-)
+from fisherlab.plots import _facets as facets
 from fisherlab.plots.style import (
     TRACE_COLOR,
     VALIDATION_COLOR,
@@ -59,7 +47,7 @@ def _attach(curves: pd.DataFrame, runs: pd.DataFrame | None, columns: list[str])
     if runs is None:
         raise ValueError(f"trace curves lack column(s) {wanted}; pass the runs frame")
     present = [c for c in wanted if c in runs.columns]
-    require_columns(runs, ["run_id"], "runs frame")
+    facets.require_columns(runs, ["run_id"], "runs frame")
     return curves.merge(runs[["run_id", *present]].drop_duplicates("run_id"), on="run_id", how="left")
 
 
@@ -89,25 +77,24 @@ def plot_trace_curves(
     at each step (seaborn semantics; "sd" by default).
     """
     what = "plot_trace_curves"
-    panel_cols = as_list(panel)
+    panel_cols = facets.as_list(panel)
     data = _attach(curves, runs, [hue, *panel_cols, "estimator"])
-    require_columns(data, ["run_id", "step", value, hue], what)
+    facets.require_columns(data, ["run_id", "step", value, hue], what)
     panel_cols = [c for c in panel_cols if c in data.columns]
-    panel_cols = estimator_panels(data, panel_cols, estimator_policy, what)
-    data = finite_rows(data, ["step", value])
+    panel_cols = facets.estimator_panels(data, panel_cols, estimator_policy, what)
+    data = facets.finite_rows(data, ["step", value])
     if logy:
         data = data.loc[data[value] > 0]
-    data = label_columns(data, [hue, *panel_cols])
-    keys = panel_keys(data, panel_cols) if len(data) else []
+    data = facets.label_columns(data, [hue, *panel_cols])
+    keys = facets.panel_keys(data, panel_cols) if len(data) else []
     hues = sorted(data[hue].unique())
     colors = resolve_palette(hues, palette)
     n_runs = data.groupby(hue)["run_id"].nunique()
 
     with paper_style():
-        fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, what=what)
-        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
-        for axis, key, title in zip(axes, keys, titles, strict=True):
-            part = select_panel(data, panel_cols, key).sort_values([hue, "run_id", "step"])
+        fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, what=what)
+        for axis, key, title in panels:
+            part = facets.select_panel(data, panel_cols, key).sort_values([hue, "run_id", "step"])
             sns.lineplot(
                 data=part, x="step", y=value, hue=hue, hue_order=[h for h in hues if h in set(part[hue])],
                 palette=colors, errorbar=errorbar, n_boot=n_boot, seed=seed,
@@ -120,15 +107,15 @@ def plot_trace_curves(
                 axis.set_yscale("log")
         handles = [Line2D([], [], color=colors[h], lw=2) for h in hues]
         labels = [mpl_text(f"{h} (n={int(n_runs.get(h, 0))})") for h in hues]
-        add_legend(fig, ax, handles, labels, f"{mpl_text(hue)}, runs\nband: {_band_label(errorbar)}")
-        finish(fig, common, ax is None)
+        facets.add_legend(fig, ax, handles, labels, f"{mpl_text(hue)}, runs\nband: {_band_label(errorbar)}")
+        facets.finish(fig, common, ax is None)
     return fig
 
 
 def _validation_frame(
     metrics: pd.DataFrame, split: str, metric: str | None, language: str | None, what: str
 ) -> tuple[pd.DataFrame, str]:
-    require_columns(metrics, ["run_id", "step", "split", "metric", "value"], what)
+    facets.require_columns(metrics, ["run_id", "step", "split", "metric", "value"], what)
     part = metrics.loc[metrics["split"].astype(str) == split]
     if metric is None:
         found = sorted({str(m) for m in part["metric"]})
@@ -140,7 +127,7 @@ def _validation_frame(
     part = part.loc[part["metric"].astype(str) == metric]
     if language is not None and "language" in part.columns:
         part = part.loc[part["language"].astype(str) == language]
-    part = finite_rows(part, ["step", "value"])
+    part = facets.finite_rows(part, ["step", "value"])
     # Several languages at one step: their mean is the run's validation value.
     part = part.groupby(["run_id", "step"], as_index=False)["value"].mean()
     return part.rename(columns={"value": "validation"}), metric
@@ -174,34 +161,33 @@ def plot_trace_validation(
     ``language`` is given).
     """
     what = "plot_trace_validation"
-    require_columns(groups, ["run_id", "group", "value"], what + " groups")
-    require_columns(curves, ["run_id", "step", value], what + " curves")
-    panel_cols = [c for c in as_list(panel) if c in groups.columns]
+    facets.require_columns(groups, ["run_id", "group", "value"], what + " groups")
+    facets.require_columns(curves, ["run_id", "step", value], what + " curves")
+    panel_cols = [c for c in facets.as_list(panel) if c in groups.columns]
     if "group" not in panel_cols:
         panel_cols.append("group")
-    panel_cols = estimator_panels(groups, panel_cols, estimator_policy, what)
-    grp = label_columns(groups, panel_cols)
+    panel_cols = facets.estimator_panels(groups, panel_cols, estimator_policy, what)
+    grp = facets.label_columns(groups, panel_cols)
     grp_cols = ["run_id", *[c for c in panel_cols if c != "run_id"]]
-    trace = finite_rows(curves[["run_id", "step", value]], ["step", value]).merge(
+    trace = facets.finite_rows(curves[["run_id", "step", value]], ["step", value]).merge(
         grp[grp_cols], on="run_id", how="inner"
     )
     valid, metric = _validation_frame(metrics, split, metric, language, what)
     valid = valid.merge(grp[grp_cols], on="run_id", how="inner")
-    keys = panel_keys(grp, panel_cols)
+    keys = facets.panel_keys(grp, panel_cols)
 
     with paper_style():
-        fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, panel_size=(3.6, 2.7), what=what)
-        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
-        for axis, key, title in zip(axes, keys, titles, strict=True):
-            members = select_panel(grp, panel_cols, key)
-            part = select_panel(trace, panel_cols, key).sort_values(["run_id", "step"])
+        fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, panel_size=(3.6, 2.7), what=what)
+        for axis, key, title in panels:
+            members = facets.select_panel(grp, panel_cols, key)
+            part = facets.select_panel(trace, panel_cols, key).sort_values(["run_id", "step"])
             if len(part):
                 sns.lineplot(data=part, x="step", y=value, color=TRACE_COLOR, errorbar=errorbar,
                              n_boot=n_boot, seed=seed, legend=False, ax=axis)
             axis.set_ylabel(CURVE_LABELS.get(value, mpl_text(value)))
             axis.set_xlabel("training step")
             twin = axis.twinx()
-            vpart = select_panel(valid, panel_cols, key).sort_values(["run_id", "step"])
+            vpart = facets.select_panel(valid, panel_cols, key).sort_values(["run_id", "step"])
             if len(vpart):
                 sns.lineplot(data=vpart, x="step", y="validation", color=VALIDATION_COLOR,
                              linestyle="--", errorbar=errorbar, n_boot=n_boot, seed=seed,
@@ -225,6 +211,6 @@ def plot_trace_validation(
             CURVE_LABELS.get(value, mpl_text(value)).replace("\n", " ") + " (left)",
             mpl_text(f"{split} {metric} (right)"),
         ]
-        add_legend(fig, ax, handles, labels, f"mean over runs\nband: {_band_label(errorbar)}")
-        finish(fig, common, ax is None)
+        facets.add_legend(fig, ax, handles, labels, f"mean over runs\nband: {_band_label(errorbar)}")
+        facets.finish(fig, common, ax is None)
     return fig

@@ -11,19 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from fisherlab.plots._facets import (
-    add_legend,
-    as_list,
-    facet_axes,
-    facet_titles,
-    finish,
-    finite_rows,
-    label_columns,
-    natural_key,
-    panel_keys,
-    require_columns,
-    select_panel,
-)
+from fisherlab.plots import _facets as facets
 from fisherlab.plots.style import mpl_text, paper_style, resolve_palette
 
 
@@ -53,22 +41,21 @@ def plot_relative_performance(
     what = "plot_relative_performance"
     x_col = x if x is not None and x in table.columns else None
     err_cols = [] if error is None else ([error] if isinstance(error, str) else list(error))
-    require_columns(table, [value, hue, *err_cols], what)
-    panel_cols = [c for c in as_list(panel) if c in table.columns and c != x_col]
-    data = finite_rows(table, [value])
+    facets.require_columns(table, [value, hue, *err_cols], what)
+    panel_cols = [c for c in facets.as_list(panel) if c in table.columns and c != x_col]
+    data = facets.finite_rows(table, [value])
     for c in err_cols:
         data[c] = pd.to_numeric(data[c], errors="coerce").astype(float)
-    data = label_columns(data, [hue, *panel_cols, *([x_col] if x_col else [])])
-    keys = panel_keys(data, panel_cols) if len(data) else []
+    data = facets.label_columns(data, [hue, *panel_cols, *([x_col] if x_col else [])])
+    keys = facets.panel_keys(data, panel_cols) if len(data) else []
     hues = sorted(data[hue].unique())
     colors = resolve_palette(hues, palette)
 
     with paper_style():
-        fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, panel_size=(3.6, 2.8), what=what)
-        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
-        for axis, key, title in zip(axes, keys, titles, strict=True):
-            part = select_panel(data, panel_cols, key)
-            xs = sorted(set(part[x_col]), key=lambda v: natural_key([v])) if x_col else [""]
+        fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, panel_size=(3.6, 2.8), what=what)
+        for axis, key, title in panels:
+            part = facets.select_panel(data, panel_cols, key)
+            xs = sorted(set(part[x_col]), key=lambda v: facets.natural_key([v])) if x_col else [""]
             present = [h for h in hues if h in set(part[hue])]
             width = 0.8 / max(1, len(present))
             for j, h in enumerate(present):
@@ -95,8 +82,8 @@ def plot_relative_performance(
             axis.set_ylabel(mpl_text(ylabel if ylabel is not None else value))
             axis.set_title(title)
         handles = [Patch(color=colors[h]) for h in hues]
-        add_legend(fig, ax, handles, [mpl_text(h) for h in hues], mpl_text(hue))
-        finish(fig, common, ax is None)
+        facets.add_legend(fig, ax, handles, [mpl_text(h) for h in hues], mpl_text(hue))
+        facets.finish(fig, common, ax is None)
     return fig
 
 

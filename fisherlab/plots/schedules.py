@@ -11,18 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from fisherlab.plots._facets import (
-    add_legend,
-    as_list,
-    facet_axes,
-    facet_titles,
-    finish,
-    finite_rows,
-    label_columns,
-    panel_keys,
-    require_columns,
-    select_panel,
-)
+from fisherlab.plots import _facets as facets
 from fisherlab.plots.style import mpl_text, paper_style, resolve_palette
 
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "*")
@@ -49,22 +38,21 @@ def plot_unfreezing_order(
     largest layer index + 1 in each panel.
     """
     what = "plot_unfreezing_order"
-    require_columns(positions, [hue, "layer", "mean_position"], what)
-    panel_cols = [c for c in as_list(panel) if c in positions.columns]
-    data = finite_rows(positions, ["layer", "mean_position"])
+    facets.require_columns(positions, [hue, "layer", "mean_position"], what)
+    panel_cols = [c for c in facets.as_list(panel) if c in positions.columns]
+    data = facets.finite_rows(positions, ["layer", "mean_position"])
     if "std" in data.columns:
         data["std"] = pd.to_numeric(data["std"], errors="coerce").astype(float)
-    data = label_columns(data, [hue, *panel_cols])
-    keys = panel_keys(data, panel_cols) if len(data) else []
+    data = facets.label_columns(data, [hue, *panel_cols])
+    keys = facets.panel_keys(data, panel_cols) if len(data) else []
     hues = sorted(data[hue].unique())
     colors = resolve_palette(hues, palette)
     offsets = {h: (i - (len(hues) - 1) / 2) * dodge for i, h in enumerate(hues)}
 
     with paper_style():
-        fig, axes = facet_axes(len(keys), ax=ax, col_wrap=col_wrap, panel_size=(3.2, 3.0), what=what)
-        common, titles = facet_titles(panel_cols, keys, own_figure=ax is None)
-        for axis, key, title in zip(axes, keys, titles, strict=True):
-            part = select_panel(data, panel_cols, key)
+        fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, panel_size=(3.2, 3.0), what=what)
+        for axis, key, title in panels:
+            part = facets.select_panel(data, panel_cols, key)
             top = int(n_layers) if n_layers is not None else int(part["layer"].max()) + 1
             layers = np.arange(top)
             axis.plot(layers, top - 1 - layers, ls="--", color="0.5", lw=1, zorder=1)
@@ -91,6 +79,6 @@ def plot_unfreezing_order(
         for i, h in enumerate(hues):
             handles.append(Line2D([], [], color=colors[h], marker=MARKERS[i % len(MARKERS)], lw=1))
             labels.append(mpl_text(h))
-        add_legend(fig, ax, handles, labels, "mean ±1 sd over runs")
-        finish(fig, common, ax is None)
+        facets.add_legend(fig, ax, handles, labels, "mean ±1 sd over runs")
+        facets.finish(fig, common, ax is None)
     return fig

@@ -85,6 +85,8 @@ def _rc() -> dict[str, Any]:
             "image.interpolation": "none",
             # No "1e-11+3.75e1" offset text: constant or narrow data keep readable tick labels.
             "axes.formatter.useoffset": False,
+            # Scientific multiplier (×1e-4) outside [1e-3, 1e4]: tr(F) ticks like 0.00075 overlap.
+            "axes.formatter.limits": (-3, 4),
         }
     )
     return rc

@@ -325,7 +325,7 @@ def _fig_feature_result(ctx: _Context) -> Drawn:
     stats = ctx.tables.get("correlations")
     fig = plot_feature_vs_result(points, x="value", y="result", hue="method",
                                  panel=("model", "task", "estimator", "feature"), stats=_panel_stats(stats),
-                                 method=ctx.options.correlation,
+                                 method=ctx.options.correlation, palette=ctx.palette,
                                  estimator_policy=ctx.options.estimator_policy,
                                  n_boot=min(ctx.options.n_boot, 1000), seed=ctx.options.seed,
                                  ylabel="cross-lingual avg.")

@@ -36,6 +36,7 @@ from fisherlab.runs.schema import (
     STATUSES,
     SUPPORTED_FORMATS,
     RunFormatError,
+    load_run_json,
 )
 
 __all__ = ["Run", "StoreTables", "read_run", "read_runs", "find_run_dirs", "read_run_info"]
@@ -165,14 +166,7 @@ def read_run_info(run_dir: str | os.PathLike) -> tuple[dict, list[dict]]:
     path = run_dir / RUN_JSON
     label = str(run_dir)
     problems: list[dict] = []
-    try:
-        info = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
-    except FileNotFoundError:
-        raise RunFormatError(f"{path}: not a run directory (no {RUN_JSON})") from None
-    except json.JSONDecodeError as err:
-        raise RunFormatError(f"{path}: invalid JSON ({err})") from None
-    if not isinstance(info, dict):
-        raise RunFormatError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    info = load_run_json(run_dir, errors="replace")
     fmt = info.get("format")
     if fmt is None:
         problems.append(_problem(label, path, None, "no 'format' field", "repaired (assumed format 1)"))

@@ -7,6 +7,10 @@ document every field listed here; a test checks it).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 FORMAT_VERSION = 1
 """Current format version, written as ``"format": 1`` in ``run.json``.
 
@@ -88,3 +92,18 @@ class RunFormatError(ValueError):
 
 class RunExistsError(FileExistsError):
     """``RunWriter.create`` found a finished run in the directory and ``overwrite`` is False."""
+
+
+def load_run_json(run_dir: Path, errors: str = "strict") -> dict[str, Any]:
+    """``run_dir/run.json`` as a dict; :class:`RunFormatError` when it is missing, not JSON or
+    not an object. ``errors`` is the UTF-8 decoding policy (the reader passes ``"replace"``)."""
+    path = Path(run_dir) / RUN_JSON
+    try:
+        info = json.loads(path.read_bytes().decode("utf-8", errors=errors))
+    except FileNotFoundError:
+        raise RunFormatError(f"{path}: not a run directory (no {RUN_JSON})") from None
+    except json.JSONDecodeError as err:
+        raise RunFormatError(f"{path}: invalid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise RunFormatError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    return info

@@ -31,6 +31,7 @@ from fisherlab.runs.schema import (
     SCHEDULE_JSONL,
     RunExistsError,
     RunFormatError,
+    load_run_json,
     required_fields,
 )
 
@@ -86,14 +87,7 @@ def atomic_write_json(path: str | os.PathLike, document: Any, fsync: bool = True
 
 def _read_run_json(run_dir: Path) -> dict:
     path = run_dir / RUN_JSON
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunFormatError(f"{path}: not a run directory (no {RUN_JSON})") from None
-    except json.JSONDecodeError as err:
-        raise RunFormatError(f"{path}: invalid JSON ({err})") from None
-    if not isinstance(info, dict):
-        raise RunFormatError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    info = load_run_json(run_dir)
     fmt = info.get("format")
     if fmt != FORMAT_VERSION:
         raise RunFormatError(
