@@ -286,10 +286,7 @@ class Prepared:
 def _task_options(config: RunConfig) -> dict[str, Any]:
     if not config.task.task_options:
         return {}
-    try:
-        options = json.loads(config.task.task_options)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"task_options: not a valid JSON object ({err})") from err
+    options = _load_json(config.task.task_options, "task_options", "object")
     if not isinstance(options, dict):
         raise ConfigError("task_options: must be a JSON object")
     return options
