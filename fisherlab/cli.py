@@ -211,6 +211,57 @@ def demo(
                f"{len(result.runs) - trained} reused); report: {result.report_dir / 'report.html'}")
 
 
+@app.command("sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep(
+    ctx: typer.Context,
+    config: str = typer.Argument(None, help="Base YAML/JSON config of every run (as `fisherlab train` takes it)."),
+    methods: str = typer.Option(",".join(("standard", "gradual", "fisher")),
+                                help="Comma-separated: standard, gradual, fisher, random, lpft, reverse ('' for none)."),
+    seeds: int = typer.Option(1, help="Seeds per schedule (0..N-1)."),
+    permutations: int = typer.Option(0, help="Random permutation schedules (FUN section 5.2) to add."),
+    permutation_seed: int = typer.Option(0, help="Seed of the permutation sampler."),
+    k: int = typer.Option(None, help="Unfreezing interval (default: the k= of the base config's strategy)."),
+    out: str = typer.Option("runs", help="Sweep directory: one run directory per run, plus sweep.json."),
+    executor: str = typer.Option("local", help="local (one run after the other) or slurm (submitit)."),
+    slurm: Annotated[list[str] | None, typer.Option(
+        help="submitit parameter KEY=VALUE (repeatable), e.g. timeout_min=120, slurm_partition=gpu.")] = None,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; run and write nothing."),
+    quiet: bool = typer.Option(False, help="No per-run progress lines."),
+) -> None:
+    """Many runs: methods x seeds (+ sampled permutation schedules); see docs/cli.md.
+
+    Flags after `--` are `fisherlab train` flags given to every run, e.g.
+    `fisherlab sweep base.yaml --seeds 3 --permutations 9 --k 50 --out runs/ -- --max_steps 2000`.
+    """
+    from fisherlab.sweep import format_plan, parse_slurm_options, plan_sweep, run_sweep
+    from fisherlab.train import ConfigError
+
+    args = list(ctx.args)
+    if config is not None and config.startswith("-"):  # no file: the first extra flag landed here
+        args, config = [config, *args], None
+    try:
+        plan = plan_sweep(config, args, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                          seeds=list(range(seeds)), permutations=permutations,
+                          permutation_seed=permutation_seed, k=k, out=out)
+        result = run_sweep(plan, executor=executor, dry_run=dry_run, progress=not (quiet or dry_run),
+                           slurm_options=parse_slurm_options(slurm or []))
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(format_plan(plan, result.statuses))
+    if dry_run:
+        typer.echo(f"{len(plan)} runs planned in {result.sweep_dir} (dry run: nothing ran)")
+        return
+    counts = {s: list(result.statuses.values()).count(s) for s in dict.fromkeys(result.statuses.values())}
+    typer.echo(f"{len(plan)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}); manifest: {result.manifest}")
+    for record in result.records:
+        if record["status"] == "failed":
+            typer.echo(f"failed {record['name']}: {record['error']}", err=True)
+    typer.echo(f"next: fisherlab analyze {result.sweep_dir} --out {result.sweep_dir / 'report'}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
