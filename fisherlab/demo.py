@@ -43,13 +43,9 @@ def method_strategy(method: str, k: int, seed: int, probe_batches: int) -> str:
 
 
 def _completed(run_dir: Path) -> bool:
-    info = run_dir / "run.json"
-    if not info.is_file():
-        return False
-    try:
-        return json.loads(info.read_text()).get("status") == "completed"
-    except (OSError, json.JSONDecodeError):
-        return False
+    from fisherlab.runs import peek_run_json
+
+    return (peek_run_json(run_dir) or {}).get("status") == "completed"
 
 
 def run_demo(out: str | Path = "fisherlab-demo", *, world: str = "default", methods: Sequence[str] = DEFAULT_METHODS,

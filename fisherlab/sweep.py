@@ -12,7 +12,6 @@ directory gets a ``sweep.json`` manifest listing every planned run and its statu
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -78,15 +77,15 @@ class SweepResult:
 # --------------------------------------------------------------------------------------------
 def _explicit_k(strategy: str) -> int | None:
     """The ``k=`` written in a strategy string (``gradual:k=50`` -> 50), else None."""
-    _, _, body = strategy.partition(":")
-    for item in re.split(r"[;]", body):
-        key, sep, value = item.partition("=")
-        if sep and key.strip() == "k":
-            try:
-                return int(value.strip())
-            except ValueError as err:
-                raise ConfigError(f"strategy: k={value.strip()!r} in {strategy!r} is not an integer") from err
-    return None
+    from fisherlab.analysis.loading import parse_strategy
+
+    value = parse_strategy(strategy)[1].get("k")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError as err:
+        raise ConfigError(f"strategy: k={value!r} in {strategy!r} is not an integer") from err
 
 
 def _needs_k(method: str, probe_batches: int) -> bool:
@@ -99,16 +98,9 @@ def _task_base(config: Any) -> str:
     """The base model a run of ``config`` builds, resolved as ``train.prepare_run`` does."""
     if config.model.base:
         return str(config.model.base)
-    from fisherlab.tasks import get_task
-    from fisherlab.train import _task_options
+    from fisherlab.train import load_task
 
-    try:
-        task = get_task(config.task.task, **_task_options(config))
-    except TypeError as err:
-        raise ConfigError(f"task_options: {config.task.task!r} does not accept these options ({err})") from err
-    except (ValueError, OSError) as err:
-        raise ConfigError(f"task: {config.task.task!r} could not be loaded: {err}") from err
-    base = (task.model_defaults() or {}).get("base")
+    base = (load_task(config).model_defaults() or {}).get("base")
     if base is None:
         raise ConfigError(f"base: required for task {config.task.task!r} (it brings no default base model)")
     return str(base)
@@ -267,14 +259,9 @@ def format_plan(plan: Sequence[PlannedRun], statuses: Mapping[str, str] | None =
 # running
 # --------------------------------------------------------------------------------------------
 def _run_info(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "run.json"
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return info if isinstance(info, dict) else {}
+    from fisherlab.runs import peek_run_json
+
+    return peek_run_json(run_dir)
 
 
 def _check_existing(plan: Sequence[PlannedRun]) -> None:

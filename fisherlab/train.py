@@ -292,6 +292,18 @@ def _task_options(config: RunConfig) -> dict[str, Any]:
     return options
 
 
+def load_task(config: RunConfig) -> Any:
+    """The configured task (``get_task`` with ``task_options``); failures name the field."""
+    from fisherlab.tasks import get_task
+
+    try:
+        return get_task(config.task.task, **_task_options(config))
+    except TypeError as err:
+        raise ConfigError(f"task_options: {config.task.task!r} does not accept these options ({err})") from err
+    except (ValueError, OSError) as err:  # e.g. a missing or stale testbed, an unreadable data file
+        raise ConfigError(f"task: {config.task.task!r} could not be loaded: {err}") from err
+
+
 def validate_static(config: RunConfig) -> None:
     """Checks that need no model: strategy, regulariser and estimator strings, numbers, task name."""
     from fisherlab.fisher.estimators import ESTIMATORS
@@ -331,19 +343,12 @@ def prepare_run(config: RunConfig) -> Prepared:
     from fisherlab.blocks import BlockMap
     from fisherlab.models import MadxError, build_madx
     from fisherlab.regularise import regularisers_from_strings
-    from fisherlab.tasks import get_task
     from fisherlab.unfreezing import StrategyError, strategy_from_string
 
     validate_static(config)
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
-    options = _task_options(config)
-    try:
-        task = get_task(config.task.task, **options)
-    except TypeError as err:
-        raise ConfigError(f"task_options: {config.task.task!r} does not accept these options ({err})") from err
-    except (ValueError, OSError) as err:  # e.g. a missing or stale testbed, an unreadable data file
-        raise ConfigError(f"task: {config.task.task!r} could not be loaded: {err}") from err
+    task = load_task(config)
     defaults = dict(task.model_defaults() or {})
     base = config.model.base or defaults.get("base")
     if base is None:

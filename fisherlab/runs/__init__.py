@@ -14,7 +14,7 @@ from fisherlab.runs.reader import (
     read_run_info,
     read_runs,
 )
-from fisherlab.runs.schema import FORMAT_VERSION, RunExistsError, RunFormatError
+from fisherlab.runs.schema import FORMAT_VERSION, RunExistsError, RunFormatError, peek_run_json
 from fisherlab.runs.writer import RunWriter, atomic_write_json
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "StoreTables",
     "atomic_write_json",
     "find_run_dirs",
+    "peek_run_json",
     "read_run",
     "read_run_info",
     "read_runs",

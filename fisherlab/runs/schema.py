@@ -8,6 +8,7 @@ document every field listed here; a test checks it).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,14 @@ class RunFormatError(ValueError):
 
 class RunExistsError(FileExistsError):
     """``RunWriter.create`` found a finished run in the directory and ``overwrite`` is False."""
+
+
+def peek_run_json(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """``run.json`` without validation, for deciding reuse/resume: None when absent, ``{}`` when unreadable."""
+    try:
+        return load_run_json(Path(run_dir))
+    except RunFormatError:
+        return {} if (Path(run_dir) / RUN_JSON).exists() else None
 
 
 def load_run_json(run_dir: Path, errors: str = "strict") -> dict[str, Any]:
