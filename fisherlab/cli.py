@@ -186,7 +186,7 @@ def analyze(
 def demo(
     out: str = typer.Option("fisherlab-demo", help="Output directory: runs/ and report/ go here."),
     world: str = typer.Option("default", help="Testbed world preset: default or tiny."),
-    methods: str = typer.Option(",".join(("standard", "gradual", "fisher")),
+    methods: str = typer.Option("standard,gradual,fisher",
                                 help="Comma-separated: standard, gradual, fisher, random, lpft, reverse."),
     seeds: int = typer.Option(2, help="Seeds per method (0..N-1)."),
     steps: int = typer.Option(None, help="Training steps per run (default: the world's budget)."),
@@ -195,14 +195,19 @@ def demo(
     probe_batches: int = typer.Option(8, help="Batches per tr(F) measurement."),
     threads: int = typer.Option(1, help="torch CPU threads (1 is fastest on a loaded 2-core machine)."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    verbose: bool = typer.Option(False, help="Every run's full Trainer output (log dicts, progress bars) on the "
+                                             "console instead of RUN_DIR/train.log."),
 ) -> None:
-    """Testbed -> methods x seeds training runs with the tr(F) probe -> `analyze` report (offline, CPU)."""
+    """Testbed -> methods x seeds training runs with the tr(F) probe -> `analyze` report (offline, CPU).
+
+    The console shows one progress bar over the runs and one status line per run (method,
+    seed, step, last validation score); each run's full log is in its train.log."""
     from fisherlab.demo import run_demo
 
     try:
         result = run_demo(out, world=world, methods=[m.strip() for m in methods.split(",") if m.strip()],
                           seeds=list(range(seeds)), steps=steps, k=k, probe_every=probe_every,
-                          probe_batches=probe_batches, threads=threads, progress=not quiet)
+                          probe_batches=probe_batches, threads=threads, progress=not quiet, verbose=verbose)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
@@ -226,7 +231,9 @@ def sweep(
     slurm: Annotated[list[str] | None, typer.Option(
         help="submitit parameter KEY=VALUE (repeatable), e.g. timeout_min=120, slurm_partition=gpu.")] = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; run and write nothing."),
-    quiet: bool = typer.Option(False, help="No per-run progress lines."),
+    quiet: bool = typer.Option(False, help="No progress bar or per-run status lines."),
+    verbose: bool = typer.Option(False, help="Every run's full Trainer output on the console instead of "
+                                             "RUN_DIR/train.log."),
 ) -> None:
     """Many runs: methods x seeds (+ sampled permutation schedules); see docs/cli.md.
 
@@ -244,7 +251,7 @@ def sweep(
                           seeds=list(range(seeds)), permutations=permutations,
                           permutation_seed=permutation_seed, k=k, out=out)
         result = run_sweep(plan, executor=executor, dry_run=dry_run, progress=not (quiet or dry_run),
-                           slurm_options=parse_slurm_options(slurm or []))
+                           slurm_options=parse_slurm_options(slurm or []), verbose=verbose)
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err

@@ -1,10 +1,10 @@
-"""`fisherlab demo`: the whole loop on the offline testbed — world, runs, report.
+"""`fisherlab demo`: the whole loop on the offline testbed — world, sweep, report.
 
-Builds (or reuses) the synthetic multilingual testbed, trains task adapters with
-several unfreezing methods over a few seeds (each a normal ``fisherlab train``
-run with the tr(F) probe on), then writes the ``fisherlab analyze`` report of
-those runs. Finished runs are reused, so an interrupted demo continues where it
-stopped.
+A preset of the sweep (plan -> run -> report): builds (or reuses) the synthetic
+multilingual testbed, plans ``methods`` x ``seeds`` runs with the tr(F) probe on
+(:func:`fisherlab.sweep.plan_sweep`), runs them (:func:`fisherlab.sweep.run_sweep`:
+finished runs reused, one progress bar with a status line per run, full logs in each
+run's ``train.log``) and writes the ``fisherlab analyze`` report of those runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_METHODS = ("standard", "gradual", "fisher")
+from fisherlab.spec.methods import DEFAULT_METHODS, get_method
+
+__all__ = ["DEFAULT_METHODS", "DemoResult", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -27,46 +29,29 @@ class DemoResult:
     runs: dict[str, str]  # run name -> "trained" | "reused"
 
 
-def method_strategy(method: str, k: int, seed: int, probe_batches: int) -> str:
-    """The strategy string of a demo method (``standard``, ``gradual``, ``fisher``, ``random``, ``lpft``, ``reverse``)."""
-    strings = {
-        "standard": "standard",
-        "gradual": f"gradual:k={k}",
-        "reverse": f"reverse:k={k}",
-        "lpft": f"lpft:k={k}",
-        "random": f"random:k={k};seed={seed}",
-        "fisher": f"fisher:k={k};n_batches={probe_batches};seed={seed}",
-    }
-    if method not in strings:
-        raise ValueError(f"demo: unknown method {method!r}; expected some of {sorted(strings)}")
-    return strings[method]
-
-
-def _completed(run_dir: Path) -> bool:
-    from fisherlab.runs import peek_run_json
-
-    return (peek_run_json(run_dir) or {}).get("status") == "completed"
-
-
 def run_demo(out: str | Path = "fisherlab-demo", *, world: str = "default", methods: Sequence[str] = DEFAULT_METHODS,
              seeds: Sequence[int] = (0, 1), steps: int | None = None, k: int | None = None,
              probe_every: int = 20, probe_batches: int = 8, threads: int = 1, progress: bool = True,
-             testbed_dir: str | Path | None = None, report_options: dict[str, Any] | None = None) -> DemoResult:
+             verbose: bool = False, testbed_dir: str | Path | None = None,
+             report_options: dict[str, Any] | None = None) -> DemoResult:
     """Build the testbed, train ``methods`` x ``seeds`` runs into ``out/runs``, report into ``out/report``.
 
     ``steps``/``k`` default to the world's recommended task budget and
     ``k = steps // (4 * layers)``, so unfreezing ends in the first quarter of
     training (kL << N, as in Algorithm 1). ``testbed_dir``: where the world is
-    built or reused (default: the user cache, keyed by the world's hash).
+    built or reused (default: the user cache, keyed by the world's hash). ``verbose``:
+    every run's full Trainer output on the console instead of its ``train.log``.
+    A run that fails raises (the demo is not a sweep that goes on).
     """
     import torch
 
+    from fisherlab.config import ConfigError, parse_config
     from fisherlab.report import build_report
+    from fisherlab.sweep import count_layers, plan_sweep, run_sweep
     from fisherlab.tasks.testbed import TestbedTask
-    from fisherlab.train import parse_config, run_training
 
     for method in methods:
-        method_strategy(method, 1, 0, 1)  # validate names before any work
+        get_method(method)  # validate names before any work
     if not seeds:
         raise ValueError("demo: seeds is empty")
     previous_threads = torch.get_num_threads()
@@ -81,32 +66,27 @@ def run_demo(out: str | Path = "fisherlab-demo", *, world: str = "default", meth
             task = TestbedTask(world=world, threads=threads, progress=progress)
         budget = task.training_defaults()
         steps = steps or budget["steps"]
-        layers = json.loads((Path(task.testbed.base_dir) / "config.json").read_text())["num_hidden_layers"]
-        k = k or max(1, steps // (4 * layers))
         out = Path(out)
         runs_dir, report_dir = out / "runs", out / "report"
-        status: dict[str, str] = {}
-        for method in methods:
-            for seed in seeds:
-                name = f"{method}-s{seed}"
-                run_dir = runs_dir / name
-                if _completed(run_dir):
-                    status[name] = "reused"
-                    continue
-                overrides = {
-                    "task": "testbed", "task_options": json.dumps({"path": str(task.testbed.root)}),
-                    "strategy": method_strategy(method, k, seed, probe_batches), "method": method,
-                    "run_dir": str(run_dir), "overwrite": True, "seed": seed, "max_steps": steps,
-                    "per_device_train_batch_size": budget["batch_size"], "learning_rate": budget["lr"],
-                    "lr_scheduler_type": "constant", "max_grad_norm": 1.0,
-                    "eval_strategy": "steps", "eval_steps": probe_every, "logging_steps": probe_every,
-                    "save_strategy": "no", "probe_every": probe_every, "probe_batches": probe_batches,
-                    "use_cpu": not torch.cuda.is_available(), "disable_tqdm": not progress, "progress": progress,
-                    "dataloader_num_workers": 0,
-                }
-                run_training(parse_config(None, overrides=overrides))
-                status[name] = "trained"
+        base = {
+            "task": "testbed", "task_options": json.dumps({"path": str(task.testbed.root)}),
+            "max_steps": steps, "per_device_train_batch_size": budget["batch_size"], "learning_rate": budget["lr"],
+            "lr_scheduler_type": "constant", "max_grad_norm": 1.0,
+            "eval_strategy": "steps", "eval_steps": probe_every, "logging_steps": probe_every,
+            "save_strategy": "no", "probe_every": probe_every, "probe_batches": probe_batches,
+            "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0,
+            # quiet console: the Trainer prints its log dicts (into train.log); verbose: the old stream
+            "disable_tqdm": not (progress and verbose), "progress": progress,
+        }
+        if k is None:
+            layers = count_layers(parse_config(None, overrides={**base, "run_dir": str(runs_dir / "_base")}))
+            k = max(1, steps // (4 * layers))
+        plan = plan_sweep(None, (), methods=methods, seeds=seeds, k=k, out=runs_dir, overrides=base)
+        result = run_sweep(plan, progress=progress, verbose=verbose)
     finally:  # the caller's thread count is not ours to keep
         torch.set_num_threads(previous_threads)
+    if result.failed:
+        errors = "; ".join(f"{r['name']}: {r['error']}" for r in result.records if r["status"] == "failed")
+        raise ConfigError(f"demo: {len(result.failed)} run(s) failed ({errors}); see each run's train.log")
     build_report([runs_dir], report_dir, **{"progress": progress, **(report_options or {})})
-    return DemoResult(runs_dir=runs_dir, report_dir=report_dir, runs=status)
+    return DemoResult(runs_dir=runs_dir, report_dir=report_dir, runs=result.statuses)

@@ -31,36 +31,38 @@ pytestmark = [pytest.mark.filterwarnings("ignore:Converting a tensor with requir
 
 # ---------------------------------------------------------------------------- strings
 def test_strings_build_the_terms():
-    penalty = regulariser_from_string("fisher_penalty:alpha=0.01,method=finite_difference")
+    penalty = regulariser_from_string("fisher_penalty:alpha=0.01;method=finite_difference")
     assert isinstance(penalty, FisherPenalty) and penalty.alpha == 0.01 and penalty.method == "finite_difference"
-    penalty = regulariser_from_string("fisher_penalty: alpha=1e-3, method=double_backprop, scaled=false, sub_batch=8")
+    penalty = regulariser_from_string("fisher_penalty: alpha=1e-3; method=double_backprop; scaled=false; sub_batch=8")
     assert (penalty.alpha, penalty.method, penalty.scaled, penalty.sub_batch) == (1e-3, "double_backprop", False, 8)
-    term = regulariser_from_string("consistency:view=dropout,weight=1.0")
+    term = regulariser_from_string("consistency:view=dropout;weight=1.0")
     assert isinstance(term, Consistency) and isinstance(term.view, Dropout) and term.weight == 1.0
-    term = regulariser_from_string("consistency:view=embedding_noise,eps=1e-4,dist=normal,divergence=kl,stop_grad=true")
+    term = regulariser_from_string("consistency:view=embedding_noise;eps=1e-4;dist=normal;divergence=kl;stop_grad=true")
     assert isinstance(term.view, EmbeddingNoise) and term.view.eps == 1e-4 and term.view.dist == "normal"
     assert term.divergence == "kl" and term.stop_grad is True
-    term = regulariser_from_string("consistency:view=parameter_noise,sigma=0.01,reduction=rowmean")
+    term = regulariser_from_string("consistency:view=parameter_noise;sigma=0.01;reduction=rowmean")
     assert isinstance(term.view, ParameterNoise) and term.view.sigma == 0.01 and term.reduction == "rowmean"
-    l2 = regulariser_from_string("l2:weight=0.01,to=init")
+    l2 = regulariser_from_string("l2:weight=0.01;to=init")
     assert isinstance(l2, L2) and (l2.weight, l2.to) == (0.01, "init")
     terms = regularisers_from_strings("l2:weight=0.1; consistency:view=dropout")
     assert [type(t) for t in terms] == [L2, Consistency]
 
 
 @pytest.mark.parametrize("spec,message", [
-    ("fisher_penalty:alpha=0.01,lr=3", r"unknown key 'lr'; allowed keys: alpha, method, scaled, h, sub_batch"),
-    ("fisher_penalty:alpha=lots", r"bad value 'lots' for key 'alpha'"),
-    ("fisher_penalty:method=newton", r"bad value 'newton' for key 'method'; allowed: finite_difference, double_backprop"),
+    ("fisher_penalty:alpha=0.01;lr=3", r"unknown key 'lr' for 'fisher_penalty'; allowed keys: alpha, method, scaled, h"),
+    ("fisher_penalty:alpha=lots", r"bad value for key 'alpha': expected a number, got 'lots'"),
+    ("fisher_penalty:method=newton",
+     r"bad value for key 'method': expected one of finite_difference, double_backprop, got 'newton'"),
     ("fisher_penalty:alpha", r"'alpha' is not key=value"),
-    ("consistency:weight=1", r"needs view=\.\.\.; allowed views: dropout, embedding_noise, parameter_noise, resegment"),
-    ("consistency:view=cutoff", r"bad value 'cutoff' for key 'view'"),
-    ("consistency:view=dropout,eps=0.1", r"unknown key 'eps'; allowed keys: view, weight, divergence"),
-    ("consistency:view=embedding_noise,sigma=1", r"unknown key 'sigma'; allowed keys: .*eps, dist, seed"),
+    ("consistency:weight=1", r"needs view=\.\.\. with one of dropout, embedding_noise, parameter_noise, resegment"),
+    ("consistency:view=cutoff", r"view='cutoff'; consistency needs view=\.\.\. with one of dropout"),
+    ("consistency:view=dropout;eps=0.1", r"\['eps'\] belong to other views; view 'dropout' takes no keys of its own"),
+    ("consistency:view=embedding_noise;sigma=1", r"\['sigma'\] belong to other views; .* takes eps, dist, seed"),
     ("consistency:view=resegment", r"needs the tokenizer"),
-    ("l2:weight=0.1,to=origin", r"bad value 'origin' for key 'to'; allowed: zero, init"),
-    ("l2:weight=0.1,weight=0.2", r"key 'weight' given twice"),
-    ("sam:rho=0.05", r"unknown kind 'sam'; allowed kinds: fisher_penalty, consistency, l2"),
+    ("l2:weight=0.1;to=origin", r"bad value for key 'to': expected one of zero, init, got 'origin'"),
+    ("l2:weight=0.1;weight=0.2", r"key 'weight' given twice"),
+    ("l2:weight=0.1,to=init", r"keys are separated by ';' \(',' was the old form\); write 'l2:weight=0.1;to=init'"),
+    ("sam:rho=0.05", r"unknown regulariser 'sam' .*expected one of \['consistency', 'fisher_penalty', 'l2'\]"),
     ("", r"non-empty string"),
 ])
 def test_bad_strings_fail_with_a_clear_message(spec, message):
@@ -70,12 +72,12 @@ def test_bad_strings_fail_with_a_clear_message(spec, message):
 
 # ---------------------------------------------------------------------------- training
 @pytest.mark.parametrize("spec", [
-    "fisher_penalty:alpha=0.1,method=finite_difference",
-    "fisher_penalty:alpha=0.1,method=double_backprop",
-    "consistency:view=dropout,weight=1.0",
-    "consistency:view=embedding_noise,eps=0.01,weight=1.0",
-    "consistency:view=parameter_noise,sigma=0.01,weight=10.0",
-    "l2:weight=0.1,to=zero",
+    "fisher_penalty:alpha=0.1;method=finite_difference",
+    "fisher_penalty:alpha=0.1;method=double_backprop",
+    "consistency:view=dropout;weight=1.0",
+    "consistency:view=embedding_noise;eps=0.01;weight=1.0",
+    "consistency:view=parameter_noise;sigma=0.01;weight=10.0",
+    "l2:weight=0.1;to=zero",
 ])
 def test_a_few_steps_decrease_the_total_loss(spec):
     model = tiny_adapter_model("bert", head="classification", dropout=0.1, seed=1)
@@ -102,7 +104,7 @@ def test_a_few_steps_decrease_the_total_loss(spec):
 
 def test_resegment_term_trains_from_a_string():
     tokenizer = tiny_tokenizer("wordpiece", ["low", "##er", "##est", "new", "hello", "##lo", "world"])
-    term = regulariser_from_string("consistency:view=resegment,dropout=0.3,seed=2", tokenizer=tokenizer)
+    term = regulariser_from_string("consistency:view=resegment;dropout=0.3;seed=2", tokenizer=tokenizer)
     assert isinstance(term.view, Resegment) and term.view.dropout == 0.3
     model = tiny_adapter_model("bert", head="tagging", vocab=len(tokenizer), seed=1)
     model.train()
@@ -156,8 +158,8 @@ def _examples(n=16):
 
 
 @pytest.mark.parametrize("base,specs", [
-    ("Trainer", ["fisher_penalty:alpha=0.05", "consistency:view=dropout,weight=0.5", "l2:weight=0.01,to=init"]),
-    ("AdapterTrainer", ["fisher_penalty:alpha=0.05", "consistency:view=dropout,weight=0.5", "l2:weight=0.01,to=init"]),
+    ("Trainer", ["fisher_penalty:alpha=0.05", "consistency:view=dropout;weight=0.5", "l2:weight=0.01;to=init"]),
+    ("AdapterTrainer", ["fisher_penalty:alpha=0.05", "consistency:view=dropout;weight=0.5", "l2:weight=0.01;to=init"]),
     ("AdapterTrainer", ["fisher_penalty:alpha=0.05"]),  # the shared finite difference through compute_loss
 ])
 def test_trainer_logs_each_term_and_writes_metrics(tmp_path, base, specs):
@@ -191,10 +193,10 @@ def test_trainer_logs_each_term_and_writes_metrics(tmp_path, base, specs):
 # ---------------------------------------------------------------------------- DDP
 DDP_SPECS = [
     "fisher_penalty:alpha=0.5",                              # shared finite difference (task at theta + r g)
-    "fisher_penalty:alpha=0.5,task_at=theta",
-    "fisher_penalty:alpha=0.5,method=double_backprop",
-    "consistency:view=dropout;consistency:view=embedding_noise,eps=0.05",   # fused 3B forward
-    "consistency:view=parameter_noise,sigma=0.05;l2:weight=0.1",
+    "fisher_penalty:alpha=0.5;task_at=theta",
+    "fisher_penalty:alpha=0.5;method=double_backprop",
+    "consistency:view=dropout;consistency:view=embedding_noise;eps=0.05",   # fused 3B forward
+    "consistency:view=parameter_noise;sigma=0.05;l2:weight=0.1",
 ]
 DDP_WORKER = '''
 import os, sys, torch, torch.distributed as dist
@@ -278,7 +280,7 @@ def test_trainer_with_resegment_keeps_the_words(tmp_path):
     trainer = make_regularised_trainer(transformers.Trainer)(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
         data_collator=KeepText(transformers.DataCollatorWithPadding(tokenizer)),
-        regularisers="consistency:view=resegment,alpha=0.05,weight=1.0")
+        regularisers="consistency:view=resegment;alpha=0.05;weight=1.0")
     trainer.train()
     logged = [entry["reg/consistency.resegment"] for entry in trainer.state.log_history
               if "reg/consistency.resegment" in entry]

@@ -100,7 +100,7 @@ def test_plan_adds_top_down_only_without_gradual_and_takes_k_from_the_strategy(t
     plan = plan_sweep(base, _flags(testbed4), methods=("standard",), seeds=(3,), permutations=2, out=tmp_path)
     assert [r.name for r in plan] == ["standard-s3", "perm00-s3", "perm01-s3", "perm-topdown-s3"]
     top_down = plan[-1]
-    assert top_down.order == tuple(range(n_layers - 1, -1, -1)) and top_down.method == "permutation"
+    assert top_down.order == tuple(range(n_layers - 1, -1, -1)) and top_down.method == "top_down"
     assert top_down.strategy == f"permutation:order={','.join(map(str, top_down.order))};k=9"
     with_gradual = plan_sweep(base, _flags(testbed4), methods=("gradual",), seeds=(0,), permutations=2,
                               out=tmp_path)

@@ -9,7 +9,6 @@ input always gives the same frames (runs sorted by run_id, then path).
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -20,36 +19,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fisherlab.runs import RunFormatError, find_run_dirs, read_run_info, read_runs
+from fisherlab.runs import RunFormatError, find_run_dirs, labels_of, read_run_info, read_runs
+from fisherlab.runs.labels import flatten_config, legacy_config_value
+from fisherlab.spec.grammar import SpecError, parse_spec
 
 __all__ = ["RunSet", "NoRunsError", "load_runs", "flatten_config", "parse_strategy", "RUN_COLUMNS", "FISHER_COLUMNS",
            "SCHEDULE_COLUMNS", "METRICS_COLUMNS", "RESULTS_COLUMNS", "PROBLEM_COLUMNS"]
 
 RUN_COLUMNS = ["run_id", "path", "status", "method", "strategy", "k", "seed", "model", "task",
-               "task_module", "estimator", "source_language", "result_metric", "xling_avg"]
+               "task_module", "estimator", "regulariser", "regulariser_weight", "source_language",
+               "result_metric", "xling_avg"]
 FISHER_COLUMNS = ["run_id", "step", "block", "layer", "trace", "stderr", "trainable", "n_examples",
                   "estimator"]
 SCHEDULE_COLUMNS = ["run_id", "step", "event", "block", "layer", "position", "strategy"]
 METRICS_COLUMNS = ["run_id", "step", "split", "language", "metric", "value"]
 RESULTS_COLUMNS = ["run_id", "metric", "language", "value", "is_source"]
 PROBLEM_COLUMNS = ["run", "file", "line", "reason", "action"]
-
-# Where the canonical run columns are looked up in the flattened config, first match wins;
-# then any config key whose last dotted part is the column name (shortest path first).
-CONFIG_ALIASES: dict[str, tuple[str, ...]] = {
-    "method": ("method", "name.method"),
-    "strategy": ("strategy", "unfreezing.strategy", "unfreeze.strategy", "schedule.strategy",
-                 "scheduler.strategy"),
-    "k": ("k", "unfreezing.k", "unfreeze.k", "schedule.k", "scheduler.k", "unfreezing.every"),
-    "seed": ("seed", "training.seed", "train.seed", "trainer.seed"),
-    "model": ("model", "model.name", "model_name", "model.model_name", "base_model", "model.base",
-              "model.base_model", "model.arch", "model.name_or_path", "model_name_or_path"),
-    "task": ("task", "task.name", "task_name", "task.task", "dataset", "task.dataset"),
-    "task_module": ("task_module", "model.task_module", "adapter.type", "model.adapter", "adapter",
-                    "task.module"),
-}
-_LEAF_FALLBACK = ("strategy", "k", "seed", "model", "task", "task_module")
-
 
 class NoRunsError(ValueError):
     """``load_runs`` found no readable run (the message lists what was tried and why)."""
@@ -106,48 +91,16 @@ class RunSet:
 
 
 # ---------------------------------------------------------------------------- config
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings to dotted keys; lists become JSON text (hashable, groupable)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            if value:
-                flat.update(flatten_config(value, prefix=f"{name}."))
-            else:
-                flat[name] = "{}"
-        elif isinstance(value, (list, tuple)):
-            flat[name] = json.dumps(value, sort_keys=True, default=str)
-        else:
-            flat[name] = value
-    return flat
-
-
 def parse_strategy(spec: Any) -> tuple[str | None, dict[str, str]]:
-    """Strategy name and parameters of ``"name:key=value;key=value"`` (the unfreezing
-    strategy string of ``fisherlab.unfreezing``), e.g. ``"gradual:k=800"`` -> ``("gradual", {"k": "800"})``."""
+    """Strategy name and raw parameters of a stored strategy string (the one spec grammar,
+    :func:`fisherlab.spec.parse_spec`), e.g. ``"gradual:k=800"`` -> ``("gradual", {"k": "800"})``;
+    ``(None, {})`` for None or a string the grammar rejects."""
     if spec is None:
         return None, {}
-    text = str(spec).strip()
-    name, _, rest = text.partition(":")
-    params: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in rest.split(";"))):
-        key, eq, value = item.partition("=")
-        if eq:
-            params[key.strip()] = value.strip()
-    return name.strip() or None, params
-
-
-def _lookup(flat: Mapping[str, Any], column: str) -> Any:
-    for key in CONFIG_ALIASES.get(column, ()):
-        if key in flat and flat[key] is not None:
-            return flat[key]
-    if column in _LEAF_FALLBACK:
-        matches = sorted((k for k in flat if k.rsplit(".", 1)[-1] == column and flat[k] is not None),
-                         key=lambda k: (k.count("."), k))
-        if matches:
-            return flat[matches[0]]
-    return None
+    try:
+        return parse_spec(str(spec), "strategy")
+    except SpecError:
+        return None, {}
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -190,36 +143,36 @@ def _discover(paths_or_globs: Any) -> tuple[list[Path], list[dict]]:
 
 
 # ---------------------------------------------------------------------------- frames
-def _run_row(path: Path, info: dict, results: dict | None, fisher_estimator: str | None) -> dict:
-    config = info.get("config", {})
-    flat = flatten_config(config)
-    spec = _lookup(flat, "strategy")
-    if spec is None and isinstance(flat.get("strategy.name"), str):
-        spec = flat["strategy.name"]
+def _run_row(path: Path, info: dict, results: dict | None, fisher_estimator: str | None,
+             problems: list[dict]) -> dict:
+    labels, why = labels_of(info)
+    if why:
+        problems.append({"run": info["run_id"], "file": str(Path(path) / "run.json"), "line": None,
+                         "reason": why, "action": "repaired (legacy labels)"})
+    flat = flatten_config(info.get("config", {}))
+    spec = labels["strategy"]
     strategy, params = parse_strategy(spec)
-    method = _lookup(flat, "method")
-    if method is None:
-        method = strategy if strategy is not None else "unknown"
     fisher_info = info.get("fisher", {})
-    estimator = fisher_info.get("estimator") or _lookup(flat, "fisher.estimator") or fisher_estimator
-    k = _lookup(flat, "k")
-    if k is None and "k" in params:
+    estimator = labels["estimator"] or fisher_estimator
+    k = None
+    if "k" in params:
         try:
             k = float(params["k"])
         except ValueError:
             k = None
-    model = _lookup(flat, "model")
-    if model is None:
-        model = info.get("env", {}).get("model")
+    if k is None:  # a config may carry k beside a strategy string without it
+        k = legacy_config_value(info.get("config", {}), "k")
     row: dict[str, Any] = {
         "run_id": info["run_id"], "path": str(path), "status": info.get("status"),
-        "method": str(method), "strategy": strategy,
+        "method": labels["method"], "strategy": strategy,
         "k": float(k) if type(k) in (int, float) else np.nan,
-        "seed": _lookup(flat, "seed"), "model": model, "task": _lookup(flat, "task"),
-        "task_module": _lookup(flat, "task_module"), "estimator": estimator,
+        "seed": labels["seed"], "model": labels["model"], "task": labels["task"],
+        "task_module": labels["task_module"], "estimator": estimator,
+        "regulariser": labels["regulariser"],
+        "regulariser_weight": np.nan if labels["regulariser_weight"] is None else float(labels["regulariser_weight"]),
         "source_language": None, "result_metric": None, "xling_avg": np.nan,
         "source_score": np.nan, "lowest_score": np.nan, "lowest_language": None,
-        "n_target_languages": 0, "strategy_spec": spec if spec is None or isinstance(spec, str) else str(spec),
+        "n_target_languages": 0, "strategy_spec": spec,
         "created": info.get("created"), "finished": info.get("finished"),
     }
     if results is not None:
@@ -359,7 +312,7 @@ def load_runs(paths_or_globs: str | os.PathLike | Iterable[str | os.PathLike],
         for (run, estimator), _ in counts.sort_values(ascending=False, kind="stable").items():
             row_estimators.setdefault(int(run), str(estimator))
 
-    runs = pd.DataFrame([_run_row(e["path"], e["info"], e["results"], row_estimators.get(i))
+    runs = pd.DataFrame([_run_row(e["path"], e["info"], e["results"], row_estimators.get(i), problems)
                          for i, e in enumerate(tables.runs)])
     runs["k"] = runs["k"].astype(float)
     runs["xling_avg"] = runs["xling_avg"].astype(float)

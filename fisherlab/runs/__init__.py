@@ -6,6 +6,7 @@ read them back on the analysis side. Never imports torch.
 
 from __future__ import annotations
 
+from fisherlab.runs.labels import LABEL_FIELDS, LABELS_VERSION, labels_of, legacy_labels, validate_labels
 from fisherlab.runs.reader import (
     Run,
     StoreTables,
@@ -19,6 +20,8 @@ from fisherlab.runs.writer import RunWriter, atomic_write_json
 
 __all__ = [
     "FORMAT_VERSION",
+    "LABELS_VERSION",
+    "LABEL_FIELDS",
     "Run",
     "RunExistsError",
     "RunFormatError",
@@ -26,8 +29,11 @@ __all__ = [
     "StoreTables",
     "atomic_write_json",
     "find_run_dirs",
+    "labels_of",
+    "legacy_labels",
     "peek_run_json",
     "read_run",
     "read_run_info",
     "read_runs",
+    "validate_labels",
 ]

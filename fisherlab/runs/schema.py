@@ -68,6 +68,7 @@ RUN_FIELDS: dict[str, tuple[str, bool]] = {
     "run_id": ("str", True),
     "created": ("str", True),
     "status": ("str", True),
+    "labels": ("dict", False),
     "config": ("dict", True),
     "fisher": ("dict", False),
     "env": ("dict", False),

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fisherlab.runs.labels import labels_from_config, validate_labels
 from fisherlab.runs.schema import (
     FINISHED_STATUSES,
     FISHER_FIELDS,
@@ -130,6 +131,7 @@ class RunWriter:
         run_dir: str | os.PathLike,
         config: Mapping[str, Any],
         fisher: Mapping[str, Any] | None = None,
+        labels: Mapping[str, Any] | None = None,
         env: Mapping[str, Any] | None = None,
         run_id: str | None = None,
         overwrite: bool = False,
@@ -144,10 +146,18 @@ class RunWriter:
         continue it instead). Replacing removes the old JSONL logs and ``results.json``.
         ``created`` overrides the creation time (reproducible synthetic stores); ``fsync=False``
         skips fsyncing JSON documents (atomic but not power-loss durable; for throw-away stores).
+
+        ``labels``: what the run is (``fisherlab.runs.labels.LABEL_FIELDS``: method, strategy,
+        seed, model, task, task_module, regulariser and its weight, estimator), validated here
+        (:class:`RunFormatError` names the missing or ill-typed label). ``None`` derives them from
+        ``config``/``fisher``/``env`` (``labels_from_config``; method ``(unlabelled)`` when the
+        config names none) -- ``fisherlab train`` always passes them.
         """
         run_dir = Path(run_dir)
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+        labels = validate_labels(labels if labels is not None else labels_from_config(config, fisher, env),
+                                 f"{run_dir}: labels")
         existing = run_dir / RUN_JSON
         if existing.exists():
             try:
@@ -175,6 +185,7 @@ class RunWriter:
             "run_id": str(run_id) if run_id is not None else run_dir.resolve().name,
             "created": created or utc_now(),
             "status": "running",
+            "labels": labels,
             "config": dict(config),
             "fisher": dict(fisher) if fisher is not None else {},
             "env": dict(env) if env is not None else {},
