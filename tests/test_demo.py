@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fisherlab.cli import app
-from fisherlab.demo import method_strategy, run_demo
+from fisherlab.demo import run_demo
+from fisherlab.spec.methods import method_strategy
 
 
 def test_demo_trains_reports_and_reuses(tiny_testbed, tmp_path):
@@ -21,6 +22,7 @@ def test_demo_trains_reports_and_reuses(tiny_testbed, tmp_path):
     for name in result.runs:
         info = json.loads((result.runs_dir / name / "run.json").read_text())
         assert info["status"] == "completed" and info["config"]["method"] == name.split("-")[0]
+        assert info["labels"]["method"] == name.split("-")[0] and info["labels"]["seed"] == 0
     assert (result.report_dir / "report.html").is_file()
     summary = json.loads((result.report_dir / "summary.json").read_text())
     assert summary  # the report summarised something
@@ -38,3 +40,26 @@ def test_demo_rejects_unknown_method_before_work(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--methods", "standard,fun"])
     assert result.exit_code == 2 and "unknown method" in result.output
     assert method_strategy("fisher", 5, 2, 8) == "fisher:k=5;n_batches=8;seed=2"
+
+
+def test_demo_console_one_bar_one_line_per_run_logs_in_run_dirs(tiny_testbed, tmp_path, capsys):
+    """Default console: a status line per run (method, seed, step, last validation score), no Trainer
+    log dicts; those go to each run's train.log. ``verbose``: the Trainer's own stream."""
+    options = dict(world="tiny", methods=["standard"], seeds=[0], steps=4, probe_every=2, probe_batches=1,
+                   progress=True, testbed_dir=tiny_testbed.root, report_options={"n_boot": 20, "n_perm": 20,
+                                                                                 "figures": ("trace",)})
+    capsys.readouterr()
+    result = run_demo(tmp_path / "quiet", **options)
+    out = capsys.readouterr()
+    console = out.out + out.err
+    assert "[1/1] standard-s0 trained (method=standard seed=0 step=4 validation accuracy=" in console
+    assert "runs: 100%" in console and "1/1" in console
+    assert "{'loss'" not in console and "'eval_loss'" not in console
+    log = (result.runs_dir / "standard-s0" / "train.log").read_text()
+    assert "'loss'" in log and "'eval_accuracy'" in log
+
+    run_demo(tmp_path / "verbose", **options, verbose=True)
+    out = capsys.readouterr()
+    console = out.out + out.err
+    assert "sweep [1/1] standard-s0 (standard)" in console and "'eval_accuracy'" in console
+    assert not (tmp_path / "verbose" / "runs" / "standard-s0" / "train.log").exists()

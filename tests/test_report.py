@@ -147,7 +147,7 @@ def test_regulariser_figure_skipped_when_every_run_is_unregularised(tmp_path):
     store = _regulariser_store(tmp_path, [("none", 0.0)] * 3)
     result = build_report([store], tmp_path / "out", figures=("regulariser",), **FAST)
     assert result.figures == {}
-    assert "config.regulariser.kind = 'none'" in result.skipped["regulariser"]
+    assert "regulariser = 'none'" in result.skipped["regulariser"]
 
 
 def test_method_colours_agree_across_figures(tmp_path, monkeypatch):

@@ -22,10 +22,12 @@ from scipy import stats as sps
 
 from fisherlab.plots import _facets as facets
 from fisherlab.plots.style import PALETTE, mpl_text, paper_style, resolve_palette
+from fisherlab.spec.regularisers import regulariser_family
 
-#: Marker per regulariser kind, as in Stickland & Murray Fig. 1 (others cycle).
-REGULARISER_MARKERS = {"consistency": "X", "kl": "X", "penalty": "o", "fisher_penalty": "o",
-                       "fpen": "o", "l2": "s", "none": "D"}
+#: Marker per canonical regulariser kind, as in Stickland & Murray Fig. 1 (others cycle). A run's
+#: regulariser label (``consistency/dropout``, an alias like ``fpen``) maps to its kind through
+#: :func:`fisherlab.spec.regulariser_family`.
+REGULARISER_MARKERS = {"consistency": "X", "fisher_penalty": "o", "l2": "s", "none": "D"}
 OTHER_MARKERS = ("^", "v", "P", "<", ">", "*", "h")
 
 
@@ -298,7 +300,7 @@ def _markers(kinds: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     others = iter(OTHER_MARKERS * (1 + len(kinds) // len(OTHER_MARKERS)))
     for kind in kinds:
-        key = kind.strip().lower().replace("-", "_").replace(" ", "_")
+        key = regulariser_family(kind) or kind.strip().lower().replace("-", "_").replace(" ", "_")
         out[kind] = REGULARISER_MARKERS.get(key) or next(others)
     return out
 

@@ -354,8 +354,8 @@ def _fig_regulariser(ctx: _Context) -> Drawn:
     runs = ctx.runset.runs
     kind_col = _pick_column(runs.columns, ctx.options.regulariser_column, REGULARISER_COLUMNS, "regulariser")
     if kind_col is None:
-        raise SkipFigure("no regulariser runs (none of the run columns "
-                         f"{list(REGULARISER_COLUMNS[:4])}... is present; name one with regulariser_column)")
+        raise SkipFigure(f"no regulariser runs (no run column {list(REGULARISER_COLUMNS)}; "
+                         "name one with regulariser_column)")
     weight_col = _pick_column(runs.columns, ctx.options.weight_column, WEIGHT_COLUMNS, "weight")
     cols = ["run_id", kind_col] + ([weight_col] if weight_col else [])
     data = runs[cols].rename(columns={kind_col: "regulariser", **({weight_col: "weight"} if weight_col else {})})

@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from fisherlab.errors import FisherlabError
+
 #: Figure name -> one-line description (the order is the order in the report).
 FIGURES: dict[str, str] = {
     "trace": "tr(F) curves per method with seed bands (FUN Fig. 3)",
@@ -20,21 +22,14 @@ FIGURES: dict[str, str] = {
     "two_stage": "two-stage gain vs tr(F) after the source stage (Stickland & Murray Fig. 2)",
 }
 
-#: Run columns searched, in order, for the regulariser kind and its weight.
-REGULARISER_COLUMNS = (
-    "config.regulariser.kind", "config.regulariser.name", "config.regulariser.type",
-    "config.regulariser", "config.regularizer.kind", "config.regularizer.name",
-    "config.regularizer.type", "config.regularizer", "config.regularisation.kind",
-    "config.regularization.kind",
-)
-WEIGHT_COLUMNS = (
-    "config.regulariser.weight", "config.regulariser.lambda", "config.regulariser.coef",
-    "config.regularizer.weight", "config.regularizer.lambda", "config.regularisation.weight",
-    "config.regularization.weight",
-)
+#: Run columns of the regulariser kind and its weight: the run labels (``docs/run-format.md``;
+#: older stores get them from ``fisherlab.runs.labels.legacy_labels``). ``regulariser_column`` /
+#: ``weight_column`` name other run columns.
+REGULARISER_COLUMNS = ("regulariser",)
+WEIGHT_COLUMNS = ("regulariser_weight",)
 
 
-class ReportError(ValueError):
+class ReportError(FisherlabError, ValueError):
     """The report cannot be built (no runs, bad option); the message says why."""
 
 
