@@ -6,7 +6,13 @@ read them back on the analysis side. Never imports torch.
 
 from __future__ import annotations
 
-from fisherlab.runs.labels import LABEL_FIELDS, LABELS_VERSION, labels_of, legacy_labels, validate_labels
+from fisherlab.runs.labels import (
+    LABEL_FIELDS,
+    LABELS_VERSION,
+    labels_of,
+    legacy_labels,
+    validate_labels,
+)
 from fisherlab.runs.reader import (
     Run,
     StoreTables,

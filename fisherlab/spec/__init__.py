@@ -14,7 +14,14 @@ Torch-free (the analysis side may import it). Modules:
 from __future__ import annotations
 
 from fisherlab.spec.grammar import SpecError, format_spec, parse_spec, split_specs
-from fisherlab.spec.methods import DEFAULT_METHODS, METHODS, Method, get_method, method_label, method_strategy
+from fisherlab.spec.methods import (
+    DEFAULT_METHODS,
+    METHODS,
+    Method,
+    get_method,
+    method_label,
+    method_strategy,
+)
 from fisherlab.spec.registry import Spec, SpecRegistry
 from fisherlab.spec.regularisers import (
     REGULARISERS,
@@ -24,7 +31,11 @@ from fisherlab.spec.regularisers import (
     regulariser_family,
     regulariser_spec,
 )
-from fisherlab.spec.schedules import count_permutation_schedules, sample_permutation_schedules, top_down_order
+from fisherlab.spec.schedules import (
+    count_permutation_schedules,
+    sample_permutation_schedules,
+    top_down_order,
+)
 from fisherlab.spec.strategies import STRATEGIES, Strategy, StrategyError, strategy_from_string
 
 __all__ = [

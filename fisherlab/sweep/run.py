@@ -92,8 +92,8 @@ def run_sweep(plan: Sequence[PlannedRun], executor: str = "local", dry_run: bool
     console (locally one bar over the runs and a status line per run, each run's output in
     its ``train.log``); ``verbose``: each run's full Trainer stream on the console instead.
     """
-    from fisherlab.sweep.console import SweepConsole
     from fisherlab.runs.writer import atomic_write_json, utc_now
+    from fisherlab.sweep.console import SweepConsole
 
     if executor not in ("local", "slurm"):
         raise ConfigError(f"executor: {executor!r}; expected local or slurm")
