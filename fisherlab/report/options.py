@@ -9,8 +9,6 @@ from typing import Any
 
 import pandas as pd
 
-from fisherlab.errors import FisherlabError
-
 #: Figure name -> one-line description (the order is the order in the report).
 FIGURES: dict[str, str] = {
     "trace": "tr(F) curves per method with seed bands (FUN Fig. 3)",
@@ -29,7 +27,7 @@ REGULARISER_COLUMNS = ("regulariser",)
 WEIGHT_COLUMNS = ("regulariser_weight",)
 
 
-class ReportError(FisherlabError, ValueError):
+class ReportError(ValueError):
     """The report cannot be built (no runs, bad option); the message says why."""
 
 
