@@ -25,14 +25,14 @@ from fisherlab.regularise import regularised_loss, regulariser_from_string
 from fisherlab.tiny import tiny_adapter_model, tiny_batch
 
 VARIANTS = {
-    "fisher_penalty (finite_difference)": "fisher_penalty:alpha=0.01,method=finite_difference",
-    "fisher_penalty (finite_difference, task_at=theta)": "fisher_penalty:alpha=0.01,task_at=theta",
-    "fisher_penalty (double_backprop)": "fisher_penalty:alpha=0.01,method=double_backprop",
-    "fisher_penalty (finite_difference, sub_batch=0.5)": "fisher_penalty:alpha=0.01,sub_batch=0.5",
-    "consistency (dropout)": "consistency:view=dropout,weight=1.0",
-    "consistency (embedding_noise)": "consistency:view=embedding_noise,eps=1e-5,weight=1.0",
-    "consistency (parameter_noise)": "consistency:view=parameter_noise,sigma=1e-3,weight=1.0",
-    "l2 (init)": "l2:weight=0.01,to=init",
+    "fisher_penalty (finite_difference)": "fisher_penalty:alpha=0.01;method=finite_difference",
+    "fisher_penalty (finite_difference, task_at=theta)": "fisher_penalty:alpha=0.01;task_at=theta",
+    "fisher_penalty (double_backprop)": "fisher_penalty:alpha=0.01;method=double_backprop",
+    "fisher_penalty (finite_difference, sub_batch=0.5)": "fisher_penalty:alpha=0.01;sub_batch=0.5",
+    "consistency (dropout)": "consistency:view=dropout;weight=1.0",
+    "consistency (embedding_noise)": "consistency:view=embedding_noise;eps=1e-5;weight=1.0",
+    "consistency (parameter_noise)": "consistency:view=parameter_noise;sigma=1e-3;weight=1.0",
+    "l2 (init)": "l2:weight=0.01;to=init",
 }
 GOALS = {"fisher_penalty (finite_difference)": 2.2, "fisher_penalty (double_backprop)": 3.0,
          "consistency (dropout)": 2.1, "consistency (embedding_noise)": 2.1, "consistency (parameter_noise)": 2.1}

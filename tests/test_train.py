@@ -35,6 +35,10 @@ def test_cli_train_writes_a_complete_run(tiny_testbed, tmp_path):
     assert run.problems == []
     assert run.info["status"] == "completed" and run.info["format"] == 1
     assert run.info["config"]["strategy"] == "gradual:k=3"
+    assert run.info["labels"] == {"version": 1, "method": "gradual", "strategy": "gradual:k=3", "seed": 1,
+                                  "model": run.info["config"]["resolved"]["model_name"], "task": "testbed",
+                                  "task_module": "seq_bn", "regulariser": "none", "regulariser_weight": 0.0,
+                                  "estimator": "per_example"}
     assert run.info["env"]["transformers"] and run.info["env"]["attn_implementation"]
     n_layers = json.loads((Path(tiny_testbed.base_dir) / "config.json").read_text())["num_hidden_layers"]
     # gradual: the top layer at step 0, then the next one down every 3 steps
@@ -152,3 +156,20 @@ def test_lang_adapters_and_regulariser_strings_parse_or_name_the_field():
                                                                                 "fisher_penalty:alpha=0.1"]
     with pytest.raises(ConfigError, match="regularisers: not a valid JSON list"):
         split_regularisers("[l2")
+
+
+def test_method_and_labels_use_canonical_regulariser_labels(tiny_testbed, tmp_path):
+    """``fpen:`` and ``fisher_penalty:``, ``kl:view=rdrop`` and ``consistency:view=dropout``: one label each."""
+    def config(regularisers: str):
+        return parse_config(None, _flags(tiny_testbed, tmp_path / "r", "--strategy", "gradual:k=3",
+                                         "--regularisers", regularisers))
+
+    for text in ("fpen:alpha=0.5", "fisher:alpha=0.5;method=finite_difference", "fisher_penalty:alpha=0.5"):
+        labels = config(text).labels()
+        assert (config(text).method, labels["regulariser"], labels["regulariser_weight"]) == (
+            "gradual+fisher_penalty", "fisher_penalty", 0.5)
+    two = config("kl:view=rdrop;weight=2;l2:weight=0.1")
+    assert two.method == "gradual+consistency/dropout+l2"
+    assert (two.labels()["regulariser"], two.labels()["regulariser_weight"]) == ("consistency/dropout+l2", None)
+    with pytest.raises(ConfigError, match=r"regularisers: .*write 'l2:weight=0.1;to=init'"):
+        config("l2:weight=0.1,to=init").method
