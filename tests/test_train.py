@@ -172,4 +172,4 @@ def test_method_and_labels_use_canonical_regulariser_labels(tiny_testbed, tmp_pa
     assert two.method == "gradual+consistency/dropout+l2"
     assert (two.labels()["regulariser"], two.labels()["regulariser_weight"]) == ("consistency/dropout+l2", None)
     with pytest.raises(ConfigError, match=r"regularisers: .*write 'l2:weight=0.1;to=init'"):
-        config("l2:weight=0.1,to=init").method
+        config("l2:weight=0.1,to=init").regulariser_specs()

@@ -105,17 +105,8 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(number) if math.isfinite(number) and number.is_integer() else None
-
-
 def _number(value: Any) -> float | None:
+    """A finite number from a config value (bools and text that is no number: None)."""
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -123,6 +114,11 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _int(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and number.is_integer() else None
 
 
 def legacy_labels(info: Mapping[str, Any]) -> dict[str, Any]:

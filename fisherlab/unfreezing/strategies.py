@@ -3,20 +3,5 @@
 Kept so ``from fisherlab.unfreezing.strategies import ...`` keeps working.
 """
 
-from fisherlab.spec.strategies import (  # noqa: F401
-    LPFT,
-    STRATEGIES,
-    Fisher,
-    Gradual,
-    Permutation,
-    Random,
-    Reverse,
-    SelectionState,
-    Standard,
-    Strategy,
-    StrategyError,
-    Surgical,
-    available_strategies,
-    register_strategy,
-    strategy_from_string,
-)
+from fisherlab.spec.strategies import *  # noqa: F403
+from fisherlab.spec.strategies import __all__  # noqa: F401
