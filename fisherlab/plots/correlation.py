@@ -28,6 +28,16 @@ REGULARISER_MARKERS = {"consistency": "X", "kl": "X", "penalty": "o", "fisher_pe
                        "fpen": "o", "l2": "s", "none": "D"}
 OTHER_MARKERS = ("^", "v", "P", "<", ">", "*", "h")
 
+#: Axis labels (with units) of the ``curve_features`` of a per-block tr(F) curve.
+FEATURE_LABELS = {
+    "peak_value": "peak tr(F) per trainable block",
+    "peak_step": "step of the peak (training steps)",
+    "learning_period": "learning period (training steps)",
+    "area": "area under the curve (tr(F) × steps)",
+    "early_mean": "early mean tr(F) per trainable block",
+    "post_peak_decay": "post-peak decay (fraction of the peak)",
+}
+
 
 def stats_title(
     stats: pd.DataFrame | None,
@@ -76,6 +86,15 @@ def stats_title(
     fn = {"spearman": sps.spearmanr, "kendall": sps.kendalltau}.get(method, sps.pearsonr)
     res = fn(part[x].to_numpy(float), part[y].to_numpy(float))
     return f"{method.capitalize()} r = {float(res[0]):.2f}, {format_p(float(res[1]))}, n = {n} (no CI)"
+
+
+def _constant_value(part: pd.DataFrame, column: str) -> float | None:
+    """The one value of ``column`` when ``part`` has two or more rows that all share it."""
+    values = pd.to_numeric(part[column], errors="coerce").to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2 or not np.allclose(values, values[0], rtol=1e-12, atol=0.0):
+        return None
+    return float(values[0])
 
 
 def _num(row: pd.Series, column: str) -> float:
@@ -136,6 +155,7 @@ def plot_feature_vs_result(
     ylabel: str = "result",
     palette: Mapping[str, Any] | None = None,
     col_wrap: int = 3,
+    drop_constant: bool = True,
     ax: Axes | None = None,
 ) -> Figure:
     """One point per run: a curve feature (``x``) against the result (``y``).
@@ -146,12 +166,31 @@ def plot_feature_vs_result(
     in the title, the correlation from the matching ``stats`` row
     (``correlate`` output: ``r, ci_low, ci_high, p_value, n, unit``, matched on
     the panel columns it has); without ``stats`` a plain scipy r and p.
+
+    A panel whose ``x`` has the same value in every run (a feature constant across
+    runs) has no correlation to show: with ``drop_constant`` (and a figure of our
+    own) it is not drawn, and a note under the panels names it and its value; a
+    drawn one says so in its title. If every panel is constant, ValueError.
     """
     what = "plot_feature_vs_result"
     labels = [hue] if hue else []
     data, panel_cols, keys = _prepare(points, x, y, panel, labels, estimator_policy, what, logx)
     hues = sorted(data[hue].unique()) if hue else []
     colors = resolve_palette(hues, palette) if hue else {}
+    dropped: list[str] = []
+    if drop_constant and ax is None and keys:
+        _, short = facets.facet_titles(panel_cols, keys, own_figure=False)
+        kept = []
+        for key, name in zip(keys, short, strict=True):
+            constant = _constant_value(facets.select_panel(data, panel_cols, key), x)
+            if constant is None:
+                kept.append(key)
+            else:
+                dropped.append(f"{name or facets.panel_title(panel_cols, key)} = {constant:g}")
+        if not kept:
+            raise ValueError(f"{what}: {x} is the same in every run of every panel "
+                             f"({'; '.join(dropped)}): nothing to correlate")
+        keys = kept
     with paper_style():
         fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, what=what)
         for axis, key, title in panels:
@@ -160,9 +199,13 @@ def plot_feature_vs_result(
             _scatter(axis, part, x, y, hue, hues, colors)
             feature = dict(zip(panel_cols, key, strict=True)).get("feature")
             _label_panel(axis, title, stats_title(stats, panel_cols, key, part, x, y, method),
-                         xlabel or feature or x, ylabel, logx)
+                         xlabel or FEATURE_LABELS.get(str(feature), feature) or x, ylabel, logx)
         if hue:
             _hue_legend(fig, ax, hue, hues, colors)
+        if dropped:
+            note = "Not drawn, the same value in every run (no correlation): " + "; ".join(dropped)
+            fig.supxlabel(mpl_text(facets.wrap_title(note, int(fig.get_figwidth() * 16), sep="; ")),
+                          fontsize="small", ha="center")
         facets.finish(fig, common, ax is None)
     return fig
 
