@@ -10,6 +10,7 @@ colour mapping every figure uses (colour-blind palette).
 
 from __future__ import annotations
 
+from fisherlab.plots._bands import MIN_BAND_N
 from fisherlab.plots._facets import MixedEstimatorError
 from fisherlab.plots.correlation import (
     plot_feature_vs_result,
@@ -29,6 +30,7 @@ from fisherlab.plots.style import (
 )
 
 __all__ = [
+    "MIN_BAND_N",
     "PALETTE",
     "MixedEstimatorError",
     "PaperFigure",

@@ -48,7 +48,15 @@ def stats_title(
     y: str,
     method: str,
 ) -> str:
-    """r [CI] and n, then p (and Holm p) from the matching ``stats`` row, else a plain scipy r."""
+    """r [CI] and n, then p (and Holm p) from the matching ``stats`` row, else a plain scipy r.
+
+    When ``x`` or ``y`` has one value in every run of the panel, r is undefined and the
+    title says so (instead of "r = n/a")."""
+    for column in (x, y):
+        constant = _constant_value(part, column)
+        if constant is not None:
+            name = "result" if column == y else "x"
+            return f"{name} is {constant:g} in all {len(part)} runs: no correlation"
     row = None
     if stats is not None and len(stats):
         match = stats
