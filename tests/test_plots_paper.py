@@ -7,6 +7,7 @@ a synthetic store with two seeds per method (the case that used to draw bands fr
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
@@ -227,3 +228,15 @@ def test_report_on_two_seeds_states_n_units_and_languages(tmp_path):
     features = pd.read_csv(result.tables["features"])
     assert features["peak_step"].nunique() == 1  # the case the caption explains
     assert features["peak_value"].nunique() == len(features)
+
+
+def test_feature_panels_share_the_result_range():
+    """The same runs' results: equal values at equal heights in every panel."""
+    runs = make_runs()
+    points = make_feature_points(runs)
+    points.loc[points["feature"] == "learning_period", "value"] = np.arange(len(runs))[::-1] ** 3
+    fig = plot_feature_vs_result(points, n_boot=20)
+    axes = _visible(fig)
+    assert len(axes) == 2 and len({a.get_ylim() for a in axes}) == 1
+    low, high = axes[0].get_ylim()
+    assert low < runs["xling_avg"].min() and high > runs["xling_avg"].max()

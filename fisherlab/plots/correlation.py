@@ -208,6 +208,8 @@ def plot_feature_vs_result(
             feature = dict(zip(panel_cols, key, strict=True)).get("feature")
             _label_panel(axis, title, stats_title(stats, panel_cols, key, part, x, y, method),
                          xlabel or FEATURE_LABELS.get(str(feature), feature) or x, ylabel, logx)
+        if ax is None:
+            _share_result_range([a for a, _, _ in panels], data.loc[data[x].notna(), y])
         if hue:
             _hue_legend(fig, ax, hue, hues, colors)
         if dropped:
@@ -321,6 +323,22 @@ def plot_two_stage_gain(
             _hue_legend(fig, ax, hue, hues, colors)
         facets.finish(fig, common, ax is None)
     return fig
+
+
+def _share_result_range(axes: list[Axes], values: pd.Series, pad: float = 0.08) -> None:
+    """One y range for every panel: the runs' results plus a margin.
+
+    The panels show the same runs' results against different features; on their own
+    ranges (set by each panel's regression band) equal results sat at different heights.
+    A band wider than the results is cut at the axes (its CI is in the title)."""
+    finite = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if len(axes) < 2 or not len(finite):
+        return
+    low, high = float(finite.min()), float(finite.max())
+    margin = pad * (high - low) if high > low else max(0.05 * abs(low), 0.5)
+    for axis in axes:
+        axis.set_ylim(low - margin, high + margin)
 
 
 def _scatter(axis: Axes, part: pd.DataFrame, x: str, y: str, hue: str | None, hues: list[str],

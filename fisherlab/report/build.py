@@ -358,7 +358,8 @@ def _fig_feature_result(ctx: _Context) -> Drawn:
                       f"line with a 95% bootstrap band; {ctx.options.correlation} r with a bootstrap CI "
                       "and a permutation p-value (Holm-corrected over the grid) in each title. A feature "
                       "with the same value in every run has no correlation and is not drawn (named, with "
-                      "its value, under the panels).",
+                      "its value, under the panels). All panels share the y range of the results (a "
+                      "wider band is cut at the axes).",
                  "runs (one point per run)")
 
 
