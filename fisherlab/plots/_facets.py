@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from fisherlab.plots.figure import PaperFigure
 from fisherlab.plots.style import mpl_text
 
 MISSING = "(unknown)"
@@ -157,7 +158,8 @@ def facet_axes(
         return ax.figure, [ax]
     ncols = max(1, min(col_wrap, n_panels))
     nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(panel_size[0] * ncols + LEGEND_WIDTH, panel_size[1] * nrows), layout="constrained")
+    fig = PaperFigure(figsize=(panel_size[0] * ncols + LEGEND_WIDTH, panel_size[1] * nrows),
+                      layout="constrained")
     grid = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=False)
     axes = [a for row in grid for a in row]
     for extra in axes[n_panels:]:

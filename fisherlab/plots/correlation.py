@@ -30,6 +30,16 @@ from fisherlab.spec.regularisers import regulariser_family
 REGULARISER_MARKERS = {"consistency": "X", "fisher_penalty": "o", "l2": "s", "none": "D"}
 OTHER_MARKERS = ("^", "v", "P", "<", ">", "*", "h")
 
+#: Axis labels (with units) of the ``curve_features`` of a per-block tr(F) curve.
+FEATURE_LABELS = {
+    "peak_value": "peak tr(F) per trainable block",
+    "peak_step": "step of the peak (training steps)",
+    "learning_period": "learning period (training steps)",
+    "area": "area under the curve (tr(F) × steps)",
+    "early_mean": "early mean tr(F) per trainable block",
+    "post_peak_decay": "post-peak decay (fraction of the peak)",
+}
+
 
 def stats_title(
     stats: pd.DataFrame | None,
@@ -40,7 +50,15 @@ def stats_title(
     y: str,
     method: str,
 ) -> str:
-    """r [CI] and n, then p (and Holm p) from the matching ``stats`` row, else a plain scipy r."""
+    """r [CI] and n, then p (and Holm p) from the matching ``stats`` row, else a plain scipy r.
+
+    When ``x`` or ``y`` has one value in every run of the panel, r is undefined and the
+    title says so (instead of "r = n/a")."""
+    for column in (x, y):
+        constant = _constant_value(part, column)
+        if constant is not None:
+            name = "result" if column == y else "x"
+            return f"{name} is {constant:g} in all {len(part)} runs: no correlation"
     row = None
     if stats is not None and len(stats):
         match = stats
@@ -78,6 +96,15 @@ def stats_title(
     fn = {"spearman": sps.spearmanr, "kendall": sps.kendalltau}.get(method, sps.pearsonr)
     res = fn(part[x].to_numpy(float), part[y].to_numpy(float))
     return f"{method.capitalize()} r = {float(res[0]):.2f}, {format_p(float(res[1]))}, n = {n} (no CI)"
+
+
+def _constant_value(part: pd.DataFrame, column: str) -> float | None:
+    """The one value of ``column`` when ``part`` has two or more rows that all share it."""
+    values = pd.to_numeric(part[column], errors="coerce").to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2 or not np.allclose(values, values[0], rtol=1e-12, atol=0.0):
+        return None
+    return float(values[0])
 
 
 def _num(row: pd.Series, column: str) -> float:
@@ -138,6 +165,7 @@ def plot_feature_vs_result(
     ylabel: str = "result",
     palette: Mapping[str, Any] | None = None,
     col_wrap: int = 3,
+    drop_constant: bool = True,
     ax: Axes | None = None,
 ) -> Figure:
     """One point per run: a curve feature (``x``) against the result (``y``).
@@ -148,12 +176,31 @@ def plot_feature_vs_result(
     in the title, the correlation from the matching ``stats`` row
     (``correlate`` output: ``r, ci_low, ci_high, p_value, n, unit``, matched on
     the panel columns it has); without ``stats`` a plain scipy r and p.
+
+    A panel whose ``x`` has the same value in every run (a feature constant across
+    runs) has no correlation to show: with ``drop_constant`` (and a figure of our
+    own) it is not drawn, and a note under the panels names it and its value; a
+    drawn one says so in its title. If every panel is constant, ValueError.
     """
     what = "plot_feature_vs_result"
     labels = [hue] if hue else []
     data, panel_cols, keys = _prepare(points, x, y, panel, labels, estimator_policy, what, logx)
     hues = sorted(data[hue].unique()) if hue else []
     colors = resolve_palette(hues, palette) if hue else {}
+    dropped: list[str] = []
+    if drop_constant and ax is None and keys:
+        _, short = facets.facet_titles(panel_cols, keys, own_figure=False)
+        kept = []
+        for key, name in zip(keys, short, strict=True):
+            constant = _constant_value(facets.select_panel(data, panel_cols, key), x)
+            if constant is None:
+                kept.append(key)
+            else:
+                dropped.append(f"{name or facets.panel_title(panel_cols, key)} = {constant:g}")
+        if not kept:
+            raise ValueError(f"{what}: {x} is the same in every run of every panel "
+                             f"({'; '.join(dropped)}): nothing to correlate")
+        keys = kept
     with paper_style():
         fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, what=what)
         for axis, key, title in panels:
@@ -162,9 +209,15 @@ def plot_feature_vs_result(
             _scatter(axis, part, x, y, hue, hues, colors)
             feature = dict(zip(panel_cols, key, strict=True)).get("feature")
             _label_panel(axis, title, stats_title(stats, panel_cols, key, part, x, y, method),
-                         xlabel or feature or x, ylabel, logx)
+                         xlabel or FEATURE_LABELS.get(str(feature), feature) or x, ylabel, logx)
+        if ax is None:
+            _share_result_range([a for a, _, _ in panels], data.loc[data[x].notna(), y])
         if hue:
             _hue_legend(fig, ax, hue, hues, colors)
+        if dropped:
+            note = "Not drawn, the same value in every run (no correlation): " + "; ".join(dropped)
+            fig.supxlabel(mpl_text(facets.wrap_title(note, int(fig.get_figwidth() * 16), sep="; ")),
+                          fontsize="small", ha="center")
         facets.finish(fig, common, ax is None)
     return fig
 
@@ -272,6 +325,22 @@ def plot_two_stage_gain(
             _hue_legend(fig, ax, hue, hues, colors)
         facets.finish(fig, common, ax is None)
     return fig
+
+
+def _share_result_range(axes: list[Axes], values: pd.Series, pad: float = 0.08) -> None:
+    """One y range for every panel: the runs' results plus a margin.
+
+    The panels show the same runs' results against different features; on their own
+    ranges (set by each panel's regression band) equal results sat at different heights.
+    A band wider than the results is cut at the axes (its CI is in the title)."""
+    finite = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if len(axes) < 2 or not len(finite):
+        return
+    low, high = float(finite.min()), float(finite.max())
+    margin = pad * (high - low) if high > low else max(0.05 * abs(low), 0.5)
+    for axis in axes:
+        axis.set_ylim(low - margin, high + margin)
 
 
 def _scatter(axis: Axes, part: pd.DataFrame, x: str, y: str, hue: str | None, hues: list[str],

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from fisherlab.plots import _bands as bands
 from fisherlab.plots import _facets as facets
 from fisherlab.plots.style import (
     TRACE_COLOR,
@@ -28,16 +28,6 @@ CURVE_LABELS = {
     "trace_scaled": "tr(F), scaled to [0, 1]",
     "trace_sum": "tr(F), sum over trainable layer blocks",
 }
-
-BAND_LABELS = {"sd": "±1 sd", "se": "±1 se", "ci": "95% bootstrap CI", "pi": "95% interval"}
-
-
-def _band_label(errorbar: Any) -> str:
-    if errorbar is None:
-        return "no band"
-    name = errorbar[0] if isinstance(errorbar, tuple) else errorbar
-    return BAND_LABELS.get(str(name), str(errorbar))
-
 
 def _attach(curves: pd.DataFrame, runs: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
     """Curves with the run-level ``columns`` (method, model, ...) joined on run_id."""
@@ -60,6 +50,7 @@ def plot_trace_curves(
     panel: str | Sequence[str] | None = ("model", "task", "estimator"),
     estimator_policy: str = "facet",
     errorbar: Any = "sd",
+    min_band_n: int = bands.MIN_BAND_N,
     n_boot: int = 1000,
     seed: int = 0,
     palette: Mapping[str, Any] | None = None,
@@ -74,7 +65,9 @@ def plot_trace_curves(
     ``panel`` columns present in the data; runs measured with different
     estimators get separate panels (or a :class:`MixedEstimatorError` with
     ``estimator_policy="refuse"``). The band is ``errorbar`` over runs (seeds)
-    at each step (seaborn semantics; "sd" by default).
+    at each step (seaborn semantics; "sd" by default), drawn only for a line with
+    at least ``min_band_n`` runs; with fewer, its runs are drawn as thin lines. The
+    legend gives each method's number of runs and says which was drawn.
     """
     what = "plot_trace_curves"
     panel_cols = facets.as_list(panel)
@@ -91,15 +84,17 @@ def plot_trace_curves(
     colors = resolve_palette(hues, palette)
     n_runs = data.groupby(hue)["run_id"].nunique()
 
+    drawn: list[str] = []
     with paper_style():
         fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, what=what)
         for axis, key, title in panels:
             part = facets.select_panel(data, panel_cols, key).sort_values([hue, "run_id", "step"])
-            sns.lineplot(
-                data=part, x="step", y=value, hue=hue, hue_order=[h for h in hues if h in set(part[hue])],
-                palette=colors, errorbar=errorbar, n_boot=n_boot, seed=seed,
-                estimator="mean", legend=False, ax=axis,
-            )
+            for h in hues:
+                rows = part.loc[part[hue] == h]
+                if len(rows):
+                    drawn.append(bands.mean_line(axis, rows, "step", value, color=colors[h],
+                                                 errorbar=errorbar, min_n=min_band_n,
+                                                 n_boot=n_boot, seed=seed))
             axis.set_title(title)
             axis.set_xlabel("training step")
             axis.set_ylabel(CURVE_LABELS.get(value, mpl_text(value)))
@@ -107,14 +102,24 @@ def plot_trace_curves(
                 axis.set_yscale("log")
         handles = [Line2D([], [], color=colors[h], lw=2) for h in hues]
         labels = [mpl_text(f"{h} (n={int(n_runs.get(h, 0))})") for h in hues]
-        facets.add_legend(fig, ax, handles, labels, f"{mpl_text(hue)}, runs\nband: {_band_label(errorbar)}")
+        legend_title = f"{mpl_text(hue)} (n = runs)\n{bands.spread_note(drawn, errorbar, min_band_n)}"
+        facets.add_legend(fig, ax, handles, labels, legend_title)
         facets.finish(fig, common, ax is None)
     return fig
 
 
+def languages_text(languages: Sequence[str]) -> str:
+    """``en`` or ``mean of de, en``: which languages a validation line is over."""
+    langs = sorted({str(v) for v in languages})
+    if not langs:
+        return "language not recorded"
+    return langs[0] if len(langs) == 1 else "mean of " + ", ".join(langs)
+
+
 def _validation_frame(
     metrics: pd.DataFrame, split: str, metric: str | None, language: str | None, what: str
-) -> tuple[pd.DataFrame, str]:
+) -> tuple[pd.DataFrame, str, list[str]]:
+    """``run_id, step, validation`` (mean over the languages present), the metric, the languages."""
     facets.require_columns(metrics, ["run_id", "step", "split", "metric", "value"], what)
     part = metrics.loc[metrics["split"].astype(str) == split]
     if metric is None:
@@ -128,9 +133,42 @@ def _validation_frame(
     if language is not None and "language" in part.columns:
         part = part.loc[part["language"].astype(str) == language]
     part = facets.finite_rows(part, ["step", "value"])
+    languages = sorted({str(v) for v in part["language"].dropna()}) if "language" in part.columns else []
     # Several languages at one step: their mean is the run's validation value.
     part = part.groupby(["run_id", "step"], as_index=False)["value"].mean()
-    return part.rename(columns={"value": "validation"}), metric
+    return part.rename(columns={"value": "validation"}), metric, languages
+
+
+def group_title(members: pd.DataFrame, group: str, result_label: str, hue: str = "method") -> str:
+    """Which runs a panel of :func:`plot_trace_validation` holds, in words.
+
+    ``group 0: 2 runs, avg. result 62.2–62.7`` and, when ``members`` has a ``hue``
+    column, the runs' methods with counts (``fisher ×2, standard``)."""
+    n = int(members["run_id"].nunique())
+    values = pd.to_numeric(members["value"], errors="coerce").to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        result = "n/a"
+    elif np.isclose(values.min(), values.max()):
+        result = f"{values.min():.2f}"
+    else:
+        result = f"{values.min():.2f}–{values.max():.2f}"
+    line = f"group {group}: {n} run{'s' if n != 1 else ''}, {result_label} {result}"
+    if hue in members.columns:
+        counts = members[hue].astype(str).value_counts()
+        names = sorted(counts.index, key=lambda v: (-counts[v], v))
+        line += "\n" + ", ".join(name if counts[name] == 1 else f"{name} ×{counts[name]}" for name in names)
+    return mpl_text(line)
+
+
+def _same_ylim(axes: list[Axes]) -> None:
+    """Put every axis in ``axes`` on one y range (the union of their ranges)."""
+    if len(axes) < 2:
+        return
+    lows, highs = zip(*(a.get_ylim() for a in axes), strict=True)
+    low, high = min(lows), max(highs)
+    for a in axes:
+        a.set_ylim(low, high)
 
 
 def plot_trace_validation(
@@ -145,6 +183,7 @@ def plot_trace_validation(
     panel: str | Sequence[str] | None = ("model", "task", "estimator", "group"),
     estimator_policy: str = "facet",
     errorbar: Any = "sd",
+    min_band_n: int = bands.MIN_BAND_N,
     n_boot: int = 1000,
     seed: int = 0,
     result_label: str = "avg. result",
@@ -154,11 +193,14 @@ def plot_trace_validation(
     """Normalised tr(F) (left axis) and the validation metric (right axis), one panel per group.
 
     ``groups`` is ``group_runs`` output (``run_id, value, group, leader``),
-    optionally with model/task/estimator columns; the panel title gives each
-    group's mean result (``value``) and its number of runs. Lines are means over
-    the group's runs, bands ``errorbar`` over those runs. Validation rows are
-    ``metrics`` rows of ``split`` and ``metric`` (mean over languages unless
-    ``language`` is given).
+    optionally with model/task/estimator columns and a ``method`` column; each
+    panel's title says which runs the group holds (their number, the range of
+    their result ``value`` and, with ``method``, their methods). Lines are means
+    over the group's runs; bands ``errorbar`` over those runs where the group has
+    at least ``min_band_n`` runs (thin single-run lines otherwise). Validation rows
+    are ``metrics`` rows of ``split`` and ``metric``, averaged over the languages
+    present (only ``language`` if given); the right axis names those languages.
+    Every panel's left axis has the same range, and so has every right axis.
     """
     what = "plot_trace_validation"
     facets.require_columns(groups, ["run_id", "group", "value"], what + " groups")
@@ -172,45 +214,60 @@ def plot_trace_validation(
     trace = facets.finite_rows(curves[["run_id", "step", value]], ["step", value]).merge(
         grp[grp_cols], on="run_id", how="inner"
     )
-    valid, metric = _validation_frame(metrics, split, metric, language, what)
+    valid, metric, languages = _validation_frame(metrics, split, metric, language, what)
     valid = valid.merge(grp[grp_cols], on="run_id", how="inner")
     keys = facets.panel_keys(grp, panel_cols)
+    right_label = f"{split} {metric}\n({languages_text(languages)})"
 
+    drawn: list[str] = []
+    lefts: list[Axes] = []
+    rights: list[Axes] = []
     with paper_style():
-        fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, panel_size=(3.6, 2.7), what=what)
+        fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap,
+                                                panel_size=(3.6, 2.9), what=what)
         for axis, key, title in panels:
             members = facets.select_panel(grp, panel_cols, key)
             part = facets.select_panel(trace, panel_cols, key).sort_values(["run_id", "step"])
             if len(part):
-                sns.lineplot(data=part, x="step", y=value, color=TRACE_COLOR, errorbar=errorbar,
-                             n_boot=n_boot, seed=seed, legend=False, ax=axis)
+                drawn.append(bands.mean_line(axis, part, "step", value, color=TRACE_COLOR,
+                                             errorbar=errorbar, min_n=min_band_n, n_boot=n_boot, seed=seed))
             axis.set_ylabel(CURVE_LABELS.get(value, mpl_text(value)))
             axis.set_xlabel("training step")
             twin = axis.twinx()
             vpart = facets.select_panel(valid, panel_cols, key).sort_values(["run_id", "step"])
             if len(vpart):
-                sns.lineplot(data=vpart, x="step", y="validation", color=VALIDATION_COLOR,
-                             linestyle="--", errorbar=errorbar, n_boot=n_boot, seed=seed,
-                             legend=False, ax=twin)
+                drawn.append(bands.mean_line(twin, vpart, "step", "validation", color=VALIDATION_COLOR,
+                                             errorbar=errorbar, min_n=min_band_n, n_boot=n_boot,
+                                             seed=seed, linestyle="--"))
+                rights.append(twin)
             else:
                 twin.text(0.5, 0.5, "no validation rows", transform=twin.transAxes,
                           ha="center", va="center", fontsize="small", color=VALIDATION_COLOR)
-            twin.set_ylabel(mpl_text(f"{split} {metric}"), color=VALIDATION_COLOR)
+            twin.set_ylabel(mpl_text(right_label), color=VALIDATION_COLOR)
             twin.tick_params(axis="y", colors=VALIDATION_COLOR)
             twin.grid(False)
             twin.spines["right"].set_visible(True)
-            mean_result = pd.to_numeric(members["value"], errors="coerce").mean()
-            result = "n/a" if not np.isfinite(mean_result) else f"{mean_result:.2f}"
-            stats = mpl_text(f"{result_label} {result}, n={members['run_id'].nunique()} runs")
-            axis.set_title("\n".join(t for t in (title, stats) if t), fontsize="small")
+            lefts.append(axis)
+            group = dict(zip(panel_cols, key, strict=True))["group"]
+            described = group_title(members, group, result_label)
+            other = [t for t in title.split(" · ") if not t.startswith("group: ")]
+            axis.set_title("\n".join(t for t in (" · ".join(other), described) if t), fontsize="small")
+        _same_ylim(lefts)
+        _same_ylim(rights)
         handles = [
             Line2D([], [], color=TRACE_COLOR, lw=2),
             Line2D([], [], color=VALIDATION_COLOR, lw=2, ls="--"),
         ]
         labels = [
             CURVE_LABELS.get(value, mpl_text(value)).replace("\n", " ") + " (left)",
-            mpl_text(f"{split} {metric} (right)"),
+            mpl_text(right_label.replace("\n", " ") + " (right)"),
         ]
-        facets.add_legend(fig, ax, handles, labels, f"mean over runs\nband: {_band_label(errorbar)}")
-        facets.finish(fig, common, ax is None)
+        legend_title = f"mean over runs\n{bands.spread_note(drawn, errorbar, min_band_n)}"
+        facets.add_legend(fig, ax, handles, labels, legend_title)
+        facets.finish(fig, _without_group(common), ax is None)
     return fig
+
+
+def _without_group(title: str) -> str:
+    """A shared figure title without the ``group: g`` part (the panels say which group)."""
+    return " · ".join(t for t in title.split(" · ") if not t.startswith("group: "))

@@ -11,6 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from fisherlab.plots import _bands as bands
 from fisherlab.plots import _facets as facets
 from fisherlab.plots.style import mpl_text, paper_style, resolve_palette
 
@@ -25,6 +26,7 @@ def plot_unfreezing_order(
     n_layers: int | None = None,
     palette: Mapping[str, Any] | None = None,
     dodge: float = 0.12,
+    min_error_n: int = bands.MIN_BAND_N,
     col_wrap: int = 3,
     ax: Axes | None = None,
 ) -> Figure:
@@ -32,7 +34,8 @@ def plot_unfreezing_order(
 
     ``positions`` is ``mean_unfreeze_position`` output (``method, layer,
     mean_position, std, n``), optionally with panel columns. x: layer index,
-    y: mean 0-based unfreezing position (error bar ±1 sd over runs); the
+    y: mean 0-based unfreezing position (error bar ±1 sd over runs, drawn where a
+    method has at least ``min_error_n`` runs; the legend gives each method's n); the
     dashed diagonal is gradual unfreezing's top-down order (layer L-1 first).
     Rows without a layer (the head) are not drawn. ``n_layers`` defaults to the
     largest layer index + 1 in each panel.
@@ -48,6 +51,9 @@ def plot_unfreezing_order(
     hues = sorted(data[hue].unique())
     colors = resolve_palette(hues, palette)
     offsets = {h: (i - (len(hues) - 1) / 2) * dodge for i, h in enumerate(hues)}
+    has_n = "n" in data.columns
+    if has_n:
+        data["n"] = pd.to_numeric(data["n"], errors="coerce")
 
     with paper_style():
         fig, common, panels = facets.facet_grid(panel_cols, keys, ax=ax, col_wrap=col_wrap, panel_size=(3.2, 3.0), what=what)
@@ -61,6 +67,8 @@ def plot_unfreezing_order(
                 if not len(rows):
                     continue
                 err = rows["std"].fillna(0.0).to_numpy() if "std" in rows.columns else None
+                if err is not None and has_n and not (rows["n"] >= min_error_n).all():
+                    err = None
                 axis.errorbar(
                     rows["layer"].to_numpy() + offsets[h], rows["mean_position"].to_numpy(),
                     yerr=err, color=colors[h], marker=MARKERS[i % len(MARKERS)], ms=4,
@@ -78,7 +86,9 @@ def plot_unfreezing_order(
         labels = ["top-down (gradual)"]
         for i, h in enumerate(hues):
             handles.append(Line2D([], [], color=colors[h], marker=MARKERS[i % len(MARKERS)], lw=1))
-            labels.append(mpl_text(h))
-        facets.add_legend(fig, ax, handles, labels, "mean ±1 sd over runs")
+            runs = f" ({bands.n_text(data.loc[data[hue] == h, 'n'])})" if has_n else ""
+            labels.append(mpl_text(h + runs))
+        title = "mean ±1 sd over runs" + (f"\n(error bars where n ≥ {min_error_n})" if has_n else "")
+        facets.add_legend(fig, ax, handles, labels, title)
         facets.finish(fig, common, ax is None)
     return fig

@@ -38,7 +38,8 @@ def _fig_trace(ctx: _Context) -> Drawn:
                             seed=ctx.options.seed)
     return Drawn(fig, "Mean tr(F) per trainable layer block (sum over the blocks trainable at that "
                       f"step / their number), centred moving average over {ctx.options.window} probe "
-                      "points; one line per method, band ±1 sd.",
+                      "points; one line per method (n = its runs, in the legend); band ±1 sd over the "
+                      "runs where a method has at least 3 runs, otherwise its runs as thin lines.",
                  "runs (seeds) of a method at each probe step; n per method in the legend")
 
 
@@ -69,7 +70,7 @@ def _fig_trace_validation(ctx: _Context) -> Drawn:
             notes.append(f"validation metrics {found} found; drawn: {metric!r} (choose with validation_metric)")
     elif metric not in found:
         raise SkipFigure(f"validation metric {metric!r} not found; split {split!r} has {found}")
-    values = with_result[["run_id", "xling_avg", "model", "task", "estimator"]].rename(
+    values = with_result[["run_id", "xling_avg", "model", "task", "estimator", "method"]].rename(
         columns={"xling_avg": "value"})
     for column in ("model", "task", "estimator"):
         values[column] = values[column].astype(object).where(values[column].notna(), "(unknown)").astype(str)
@@ -78,12 +79,17 @@ def _fig_trace_validation(ctx: _Context) -> Drawn:
                   "ungrouped run (FUN footnote 10), per model, task and estimator.",
                   "runs; value = the run's cross-lingual average")
     fig = plot_trace_validation(curves, metrics, groups, value="trace_scaled", metric=metric, split=split,
-                                panel=("model", "task", "estimator", "group"),
+                                panel=("model", "task", "estimator", "group"), result_label="cross-lingual avg.",
                                 estimator_policy=ctx.options.estimator_policy, seed=ctx.options.seed)
+    langs = sorted({str(v) for v in valid.loc[valid["metric"].astype(str) == metric, "language"].dropna()})
     return Drawn(fig, "tr(F) per trainable block (smoothed, scaled to [0, 1] per run; left axis) and the "
-                      f"{split} {metric} (mean over languages; right axis), one panel per group of runs "
-                      "with similar cross-lingual results; the title gives the group's mean result.",
-                 "runs in the group (band ±1 sd)", notes)
+                      f"{split} {metric} on {', '.join(langs) or 'the recorded languages'} (mean over them "
+                      "when several; right axis). Runs are grouped by cross-lingual average, best first: "
+                      f"each group holds the ungrouped runs within {ctx.options.delta:g} point(s) of its best "
+                      "run (group 0 is the best); a panel's title gives its runs' number, methods and range "
+                      "of cross-lingual averages. All panels share the left and the right axis ranges.",
+                 "runs in the group (band ±1 sd where a group has at least 3 runs, otherwise its runs "
+                 "as thin lines)", notes)
 
 
 def _fig_order(ctx: _Context) -> Drawn:
@@ -108,25 +114,30 @@ def _fig_order(ctx: _Context) -> Drawn:
     ctx.add_table("order_agreement", agreement, "Kendall tau-b of each run's unfreezing order against "
                   "the top-down order (1 = top-down).", "one row per run")
     fig = plot_unfreezing_order(positions, panel=("model", "task"), palette=ctx.palette)
-    return Drawn(fig, "Mean position (0 = first) at which each layer was unfrozen, per method; the "
-                      "dashed diagonal is gradual unfreezing's top-down order.",
-                 "runs of a method (error bars ±1 sd)")
+    return Drawn(fig, "Mean position (0 = first) at which each layer was unfrozen, per method (n = its "
+                      "runs, in the legend); error bars ±1 sd over runs where a method has at least 3 runs; "
+                      "the dashed diagonal is gradual unfreezing's top-down order.",
+                 "runs of a method (error bars ±1 sd, n ≥ 3)")
 
 
 def _fig_relative(ctx: _Context) -> Drawn:
     from fisherlab.plots import plot_relative_performance
 
     baseline = _baseline(ctx)
+    unit, base_n = _relative_unit_and_n(ctx, baseline)
     methods = ctx.tables.get("methods")
     if methods is not None and "diff" in methods.columns and _any_finite(methods["diff"]):
         # The difference of means with its stratified bootstrap CI (compare_methods).
         data = methods.loc[_finite_mask(methods["diff"])]
         fig = plot_relative_performance(data, value="diff", x="task", hue="method", panel=("model",),
                                         error=("diff_ci_low", "diff_ci_high"), palette=ctx.palette,
-                                        ylabel=f"cross-lingual avg. − {baseline}")
+                                        ylabel=f"cross-lingual avg. − {baseline}", unit=unit, n="n_seeds",
+                                        reference_label=f"baseline {baseline} ({base_n})")
         return Drawn(fig, f"Cross-lingual average (without the source language) of each method minus that "
-                          f"of the baseline {baseline!r}, per task and model; error bars: 95% bootstrap CI "
-                          "of the difference (runs resampled within each target language).",
+                          f"of the baseline {baseline!r} ({base_n} runs), in {unit}, per task and model; n = "
+                          "runs (seeds) of each method in the legend; error bars: 95% bootstrap CI of the "
+                          "difference (runs resampled within each target language), drawn where the method "
+                          "has at least 3 runs.",
                      "runs (seeds) per method, model and task; target languages as bootstrap strata")
     table = ctx.tables.get("results")
     if table is None or table.empty:
@@ -139,10 +150,24 @@ def _fig_relative(ctx: _Context) -> Drawn:
         raise SkipFigure("only the baseline method has results")
     fig = plot_relative_performance(data, value="rel_to_baseline", x="task", hue="method",
                                     panel=("model",), error="xling_std", palette=ctx.palette,
-                                    ylabel=f"cross-lingual avg. − {baseline}")
+                                    ylabel=f"cross-lingual avg. − {baseline}", unit=unit, n="n_seeds",
+                                    reference_label=f"baseline {baseline} ({base_n})")
     return Drawn(fig, f"Cross-lingual average (without the source language) of each method minus that "
-                      f"of the baseline {baseline!r}, per task and model; error bars ±1 sd over "
-                      "seeds of the method.", "runs (seeds) per method, model and task")
+                      f"of the baseline {baseline!r} ({base_n} runs), in {unit}, per task and model; n = "
+                      "runs (seeds) of each method in the legend; error bars ±1 sd over the seeds of the "
+                      "method, drawn where it has at least 3 runs.", "runs (seeds) per method, model and task")
+
+
+def _relative_unit_and_n(ctx: _Context, baseline: str) -> tuple[str, str]:
+    """The y unit of the relative-performance figure (``accuracy points``) and the baseline's n."""
+    from fisherlab.plots._bands import n_text
+
+    metrics = sorted({str(m) for m in ctx.result_runs()["result_metric"].dropna()})
+    unit = f"{'/'.join(metrics) or 'result'} points"
+    results = ctx.tables.get("results")
+    counts = [] if results is None or "n_seeds" not in results.columns else \
+        results.loc[results["method"].astype(str) == str(baseline), "n_seeds"]
+    return unit, n_text(counts)
 
 
 def _finite_mask(values: pd.Series) -> np.ndarray:
@@ -174,7 +199,10 @@ def _fig_feature_result(ctx: _Context) -> Drawn:
                                  ylabel="cross-lingual avg.")
     return Drawn(fig, f"Each tr(F)-curve feature against the run's cross-lingual average; least-squares "
                       f"line with a 95% bootstrap band; {ctx.options.correlation} r with a bootstrap CI "
-                      "and a permutation p-value (Holm-corrected over the grid) in each title.",
+                      "and a permutation p-value (Holm-corrected over the grid) in each title. A feature "
+                      "with the same value in every run has no correlation and is not drawn (named, with "
+                      "its value, under the panels). All panels share the y range of the results (a "
+                      "wider band is cut at the axes).",
                  "runs (one point per run)")
 
 
