@@ -1,0 +1,46 @@
+"""The Hugging Face integration: callbacks, Trainer mixins, binding, one Trainer-class factory.
+
+* :mod:`.binding` -- :class:`TrainerBoundCallback` (explicit ``bind(trainer)``, no stack
+  inspection), :class:`ScheduleSettler` (the probe-to-unfreezing hand-off Protocol),
+  :class:`UnboundCallbackError`;
+* :mod:`.probe_callback` -- :class:`FisherProbeCallback` (when to measure tr(F));
+* :mod:`.unfreeze_callback` -- :class:`UnfreezeCallback` (scheduled unfreezing);
+* :mod:`.regularised` -- :class:`RegularisedTrainerMixin`, :class:`KeepText`;
+* :mod:`.trainer` -- :func:`make_trainer_class` (binds callbacks; unfreezing and
+  regulariser mixins).
+
+Imports are lazy (PEP 562): ``import fisherlab.hf`` alone does not import transformers.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "ScheduleSettler": "binding",
+    "TrainerBoundCallback": "binding",
+    "UnboundCallbackError": "binding",
+    "bind_callbacks": "binding",
+    "FisherProbeCallback": "probe_callback",
+    "attach_training_data": "probe_callback",
+    "UnfreezeCallback": "unfreeze_callback",
+    "KeepText": "regularised",
+    "RegularisedTrainerMixin": "regularised",
+    "BindingTrainerMixin": "trainer",
+    "UnfreezingTrainerMixin": "trainer",
+    "make_trainer_class": "trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fisherlab.hf' has no attribute {name!r}")
+    return getattr(import_module(f"fisherlab.hf.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
