@@ -13,8 +13,7 @@ and ``fisherlab.BlockMap`` only the training side it needs.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from fisherlab._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -52,17 +51,4 @@ _EXPORTS = {
     "build_report": "fisherlab.report",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fisherlab' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # resolve once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

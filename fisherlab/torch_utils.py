@@ -39,10 +39,15 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The bare model inside its wrappers: ``torch.compile`` (``_orig_mod``), DDP, DataParallel,
     FSDP and DeepSpeed engines (``accelerate.utils.extract_model_from_parallel``). Names and
     attributes (``config``, ``heads``, ``named_parameters``) are then the bare model's, and
-    extra forwards bypass DDP's gradient hooks."""
+    extra forwards bypass DDP's gradient hooks. Repeated until nothing is left to strip, so
+    nested wrappers (DDP around a compiled module) come off too."""
     from accelerate.utils import extract_model_from_parallel
 
-    return extract_model_from_parallel(model, keep_torch_compile=False)
+    while True:
+        inner = extract_model_from_parallel(model, keep_torch_compile=False)
+        if inner is model:
+            return model
+        model = inner
 
 
 def cuda_devices(model: torch.nn.Module) -> list[int]:

@@ -13,33 +13,21 @@ in the estimators (and their dependencies) and vice versa.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from fisherlab._lazy import lazy_exports
 
 _EXPORTS = {
-    "trace_fisher": "estimators",
-    "FisherMeasurement": "measurement",
-    "ESTIMATORS": "estimators",
-    "active_task_module": "estimators",
-    "FisherProbe": "probe",
-    "PerExampleGradNorms": "persample",
-    "register_sampler": "persample",
-    "FisherError": "outputs",
-    "Categorical": "outputs",
-    "OutputKind": "outputs",
-    "get_output": "outputs",
-    "infer_output": "outputs",
+    "trace_fisher": ".estimators",
+    "FisherMeasurement": ".measurement",
+    "ESTIMATORS": ".estimators",
+    "active_task_module": ".estimators",
+    "FisherProbe": ".probe",
+    "PerExampleGradNorms": ".persample",
+    "register_sampler": ".persample",
+    "FisherError": ".outputs",
+    "Categorical": ".outputs",
+    "OutputKind": ".outputs",
+    "get_output": ".outputs",
+    "infer_output": ".outputs",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fisherlab.fisher' has no attribute {name!r}")
-    return getattr(import_module(f"fisherlab.fisher.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

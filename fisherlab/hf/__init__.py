@@ -14,33 +14,21 @@ Imports are lazy (PEP 562): ``import fisherlab.hf`` alone does not import transf
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from fisherlab._lazy import lazy_exports
 
 _EXPORTS = {
-    "ScheduleSettler": "binding",
-    "TrainerBoundCallback": "binding",
-    "UnboundCallbackError": "binding",
-    "bind_callbacks": "binding",
-    "FisherProbeCallback": "probe_callback",
-    "attach_training_data": "probe_callback",
-    "UnfreezeCallback": "unfreeze_callback",
-    "KeepText": "regularised",
-    "RegularisedTrainerMixin": "regularised",
-    "BindingTrainerMixin": "trainer",
-    "UnfreezingTrainerMixin": "trainer",
-    "make_trainer_class": "trainer",
+    "ScheduleSettler": ".binding",
+    "TrainerBoundCallback": ".binding",
+    "UnboundCallbackError": ".binding",
+    "bind_callbacks": ".binding",
+    "FisherProbeCallback": ".probe_callback",
+    "attach_training_data": ".probe_callback",
+    "UnfreezeCallback": ".unfreeze_callback",
+    "KeepText": ".regularised",
+    "RegularisedTrainerMixin": ".regularised",
+    "BindingTrainerMixin": ".trainer",
+    "UnfreezingTrainerMixin": ".trainer",
+    "make_trainer_class": ".trainer",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fisherlab.hf' has no attribute {name!r}")
-    return getattr(import_module(f"fisherlab.hf.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -13,39 +13,27 @@ The Trainer integration is :mod:`fisherlab.hf`. Imports are lazy (PEP 562).
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from fisherlab._lazy import lazy_exports
 
 _EXPORTS = {
-    "RegulariserError": "base",
-    "FisherPenalty": "penalty",
+    "RegulariserError": ".base",
+    "FisherPenalty": ".penalty",
     "L2": "l2",
-    "View": "views",
-    "ViewRows": "views",
-    "Dropout": "views",
-    "EmbeddingNoise": "views",
-    "ParameterNoise": "views",
-    "Resegment": "resegment",
-    "Consistency": "consistency",
-    "DIVERGENCES": "consistency",
-    "REDUCTIONS": "consistency",
-    "VIEWS": "consistency",
-    "factor_divergence": "consistency",
-    "row_kl": "consistency",
-    "regularised_loss": "loss",
-    "regulariser_from_string": "strings",
-    "regularisers_from_strings": "strings",
+    "View": ".views",
+    "ViewRows": ".views",
+    "Dropout": ".views",
+    "EmbeddingNoise": ".views",
+    "ParameterNoise": ".views",
+    "Resegment": ".resegment",
+    "Consistency": ".consistency",
+    "DIVERGENCES": ".consistency",
+    "REDUCTIONS": ".consistency",
+    "VIEWS": ".consistency",
+    "factor_divergence": ".consistency",
+    "row_kl": ".consistency",
+    "regularised_loss": ".loss",
+    "regulariser_from_string": ".strings",
+    "regularisers_from_strings": ".strings",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fisherlab.regularisers' has no attribute {name!r}")
-    return getattr(import_module(f"fisherlab.regularisers.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())
