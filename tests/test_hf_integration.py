@@ -183,3 +183,13 @@ def test_public_surface_is_lazy_and_load_runs_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("package", ["fisherlab", "fisherlab.fisher", "fisherlab.hf", "fisherlab.regularisers"])
+def test_every_lazy_export_resolves(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name}"
+        assert name in dir(module)

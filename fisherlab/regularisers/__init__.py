@@ -18,7 +18,7 @@ from fisherlab._lazy import lazy_exports
 _EXPORTS = {
     "RegulariserError": ".base",
     "FisherPenalty": ".penalty",
-    "L2": "l2",
+    "L2": ".l2",
     "View": ".views",
     "ViewRows": ".views",
     "Dropout": ".views",
