@@ -11,15 +11,15 @@ def lazy_exports(package: str, exports: Mapping[str, str],
                  namespace: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
     """``(__getattr__, __dir__, __all__)`` for ``package`` whose public ``name`` lives in module
     ``exports[name]`` (absolute, or relative to the package with a leading ``.``). A name is
-    imported on first access and then kept in ``namespace`` (the package's ``globals()``)."""
+    looked up in its module at every access (not cached in the package), so the package
+    always agrees with the module (e.g. under ``monkeypatch.setattr(module, name, ...)``);
+    ``namespace`` is the package's ``globals()``, for ``__dir__``."""
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(import_module(module, package), name)
-        namespace[name] = value
-        return value
+        return getattr(import_module(module, package), name)
 
     public = sorted(exports)
 

@@ -193,3 +193,13 @@ def test_every_lazy_export_resolves(package):
     for name in module.__all__:
         assert getattr(module, name) is not None, f"{package}.{name}"
         assert name in dir(module)
+
+
+def test_lazy_exports_follow_their_module(monkeypatch):
+    import fisherlab
+    import fisherlab.fisher
+    import fisherlab.fisher.estimators as estimators
+
+    assert fisherlab.fisher.trace_fisher is estimators.trace_fisher  # a first access
+    monkeypatch.setattr(estimators, "trace_fisher", lambda *a, **k: "patched")
+    assert fisherlab.fisher.trace_fisher() == "patched" and fisherlab.trace_fisher() == "patched"
