@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from fisherlab.fisher.penalty import trainable_parameters
-from fisherlab.regularise import regularised_loss, regulariser_from_string
+from fisherlab.regularisers import regularised_loss, regulariser_from_string
 from fisherlab.tiny import tiny_adapter_model, tiny_batch
+from fisherlab.torch_utils import trainable_parameters
 
 VARIANTS = {
     "fisher_penalty (finite_difference)": "fisher_penalty:alpha=0.01;method=finite_difference",

@@ -76,8 +76,7 @@ def train_once(opts: argparse.Namespace, config: str, out: str, order: list[int]
     """(wall, CPU) seconds of ``trainer.train()`` for one configuration (model construction excluded)."""
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    from fisherlab.fisher.probe import FisherProbeCallback
-    from fisherlab.unfreezing import UnfreezeCallback
+    from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, bind_callbacks
 
     model, data = build(opts)
     callbacks = {
@@ -94,6 +93,7 @@ def train_once(opts: argparse.Namespace, config: str, out: str, order: list[int]
                              max_steps=opts.steps, learning_rate=5e-4, logging_steps=10**9, save_strategy="no",
                              label_names=["labels"], disable_tqdm=True, seed=0)
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
+    bind_callbacks(trainer)  # a plain Trainer: bind explicitly
     trainer.remove_callback(PrinterCallback)
     start, cpu = time.perf_counter(), time.process_time()
     trainer.train()

@@ -36,6 +36,9 @@ from typing import Any
 
 import torch
 
+from fisherlab.errors import FisherlabError
+from fisherlab.torch_utils import unwrap_model
+
 HEAD = "head"
 MODES = ("auto", "adapter", "lora", "full")
 # Containers under which the ``adapters`` library keeps adapter-method parameters.
@@ -45,7 +48,7 @@ _ADAPTER_CONTAINERS = frozenset(
 )
 
 
-class BlockMapError(ValueError):
+class BlockMapError(FisherlabError, ValueError):
     """A block map cannot be built or used as asked."""
 
 
@@ -67,18 +70,8 @@ def layer_block_name(layer: int) -> str:
     return f"layer.{layer}"
 
 
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """Strip DDP / DataParallel wrappers (``.module``) so names and attributes are the bare model's."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    return model
-
-
-_unwrap = unwrap_model
-
-
 def _named_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    return dict(_unwrap(model).named_parameters())
+    return dict(unwrap_model(model).named_parameters())
 
 
 def _find_layer_list(names: Sequence[str], exclude: set[str]) -> str:
@@ -135,7 +128,7 @@ def _adapter_kind(model: torch.nn.Module, adapter: str, param_names: Iterable[st
 
 def _head_param_names(model: torch.nn.Module, names: Sequence[str], head: str | None,
                       adapter: str | None) -> tuple[str, ...]:
-    bare = _unwrap(model)
+    bare = unwrap_model(model)
     heads = _head_names(bare)
     if heads:
         chosen = head
@@ -212,7 +205,7 @@ class BlockMap(Mapping[str, Block]):
         elif adapter is None:
             raise BlockMapError(f"BlockMap.from_model: mode={mode!r} needs adapter=<task module name>")
         if adapter is not None:
-            known = _adapter_names(_unwrap(model))
+            known = _adapter_names(unwrap_model(model))
             if adapter not in known:
                 listed = ", ".join(known) if known else "none"
                 raise BlockMapError(
@@ -224,7 +217,7 @@ class BlockMap(Mapping[str, Block]):
         layer_re = re.compile(re.escape(prefix) + r"\.(\d+)\.") if prefix else re.compile(r"^(\d+)\.")
 
         if mode == "full":
-            other_adapters = set(_adapter_names(_unwrap(model)))
+            other_adapters = set(_adapter_names(unwrap_model(model)))
             def in_block(parts: list[str]) -> bool:
                 return not (set(parts) & _ADAPTER_CONTAINERS) and not (set(parts) & other_adapters)
         else:
@@ -355,7 +348,7 @@ class BlockMap(Mapping[str, Block]):
     def parameters(self, model: torch.nn.Module, name: str) -> dict[str, torch.nn.Parameter]:
         """The parameters of block ``name`` in ``model`` (by name, no copies)."""
         block = self[name]
-        bare = _unwrap(model)
+        bare = unwrap_model(model)
         out: dict[str, torch.nn.Parameter] = {}
         for pname in block.param_names:  # a path walk per parameter, not a walk of the whole model
             try:

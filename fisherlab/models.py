@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from fisherlab.errors import FisherlabError
+
 TASK_MODULES = ("seq_bn", "lora", "full")
 HEAD_KINDS = ("classification", "multiple_choice", "qa", "tagging")
 LANGUAGE_ADAPTER_CONFIG = "seq_bn_inv"
@@ -34,7 +36,7 @@ LanguageAdapterTrainer = Callable[[torch.nn.Module, str, Path], None]
 """``trainer(model, language, path)``: train adapter ``language`` in ``model`` and save it to ``path``."""
 
 
-class MadxError(ValueError):
+class MadxError(FisherlabError, ValueError):
     """A MAD-X model cannot be built or switched as asked (the message names the field)."""
 
 

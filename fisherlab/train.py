@@ -68,7 +68,7 @@ def prepare_run(config: RunConfig) -> Prepared:
 
     from fisherlab.blocks import BlockMap
     from fisherlab.models import MadxError, build_madx
-    from fisherlab.regularise import regulariser_from_spec
+    from fisherlab.regularisers.strings import regulariser_from_spec
     from fisherlab.spec.strategies import StrategyError, strategy_from_string
 
     validate_static(config)
@@ -215,16 +215,13 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
     from adapters import AdapterTrainer
     from transformers import DataCollatorWithPadding, Trainer
 
-    from fisherlab.fisher.probe import FisherProbeCallback
-    from fisherlab.regularise import make_regularised_trainer
-    from fisherlab.unfreezing import UnfreezeCallback, make_trainer_class
+    from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, make_trainer_class
 
     config = prepared.config
     base_class = Trainer if config.model.task_module == "full" else AdapterTrainer
-    trainer_class = make_trainer_class(base_class)
+    trainer_class = make_trainer_class(base_class, regularisers=bool(prepared.regularisers))
     kwargs: dict[str, Any] = {}
     if prepared.regularisers:
-        trainer_class = make_regularised_trainer(trainer_class)
         kwargs["regularisers"] = prepared.regularisers
         kwargs["writer"] = writer
     if config.training.label_names is None:  # adapters models hide the label arguments from the signature

@@ -83,8 +83,7 @@ def main(out: str) -> None:
     from transformers import Trainer
 
     from fisherlab.blocks import BlockMap
-    from fisherlab.fisher.probe import FisherProbeCallback
-    from fisherlab.unfreezing import UnfreezeCallback
+    from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, bind_callbacks
 
     strategy = os.environ.get("FISHERLAB_DDP_STRATEGY", "gradual:k=2")
     model = tiny_model(seed=0)
@@ -100,6 +99,7 @@ def main(out: str) -> None:
                      gradient_checkpointing_kwargs={"use_reentrant": False})
     trainer = Trainer(model=model, args=args, train_dataset=tiny_dataset(64),
                       callbacks=[probe_cb, unfreeze, recorder.callback])
+    bind_callbacks(trainer)  # a plain Trainer: bind explicitly
     trainer.train()
     rank = torch.distributed.get_rank()
     torch.save({

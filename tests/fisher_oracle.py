@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from fisherlab.fisher.outputs import OutputKind, model_inputs
+from fisherlab.fisher.outputs import OutputKind
+from fisherlab.torch_utils import model_inputs
 
 
 def block_parameters(model: torch.nn.Module, blocks: Mapping, names: Sequence[str] | None = None

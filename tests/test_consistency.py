@@ -6,19 +6,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fisherlab.fisher.consistency import (
+from fisherlab.fisher.outputs import Categorical
+from fisherlab.regularisers import (
     Consistency,
     Dropout,
     EmbeddingNoise,
     ParameterNoise,
+    RegulariserError,
     Resegment,
     factor_divergence,
+    regularised_loss,
     row_kl,
 )
-from fisherlab.fisher.outputs import Categorical
-from fisherlab.fisher.penalty import RegulariserError, RNGSnapshot, trainable_parameters
-from fisherlab.regularise import regularised_loss
 from fisherlab.tiny import tiny_adapter_model, tiny_batch, tiny_tokenizer
+from fisherlab.torch_utils import RNGSnapshot, trainable_parameters
 
 # Tests read values of tensors that carry a graph (for later backward): fine here.
 pytestmark = [pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True:UserWarning"),

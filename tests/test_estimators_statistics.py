@@ -17,8 +17,8 @@ from torch.func import functional_call
 
 from fisherlab.blocks import BlockMap
 from fisherlab.fisher import trace_fisher
-from fisherlab.fisher.outputs import model_inputs
 from fisherlab.tiny import tiny_adapter_model, tiny_batch
+from fisherlab.torch_utils import model_inputs
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,16 @@ PACKAGE = ROOT / "fisherlab"
 
 #: Layers, lowest first: (name, module prefixes, torch-free?). A module imports its own layer or lower.
 LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
-    ("errors", ("fisherlab.errors",), True),
+    ("errors", ("fisherlab.errors", "fisherlab._lazy"), True),
     ("spec", ("fisherlab.spec",), True),
     ("store", ("fisherlab.runs",), True),
     ("analysis", ("fisherlab.analysis",), True),
     ("plots", ("fisherlab.plots",), True),
     ("report", ("fisherlab.report",), True),
+    ("torch_utils", ("fisherlab.torch_utils",), False),
     ("model", ("fisherlab.blocks", "fisherlab.tiny", "fisherlab.models", "fisherlab.tasks", "fisherlab.testbed",
-               "fisherlab.fisher", "fisherlab.unfreezing", "fisherlab.regularise"), False),
+               "fisherlab.fisher", "fisherlab.unfreezing", "fisherlab.regularisers"), False),
+    ("hf", ("fisherlab.hf",), False),
     ("config", ("fisherlab.config",), False),
     ("train", ("fisherlab.train",), False),
     ("sweep", ("fisherlab.sweep",), False),

@@ -11,9 +11,9 @@ from fisherlab.fisher.outputs import (
     OutputKind,
     get_output,
     infer_output,
-    model_inputs,
 )
 from fisherlab.tiny import HEAD_KINDS, tiny_adapter_model, tiny_batch, tiny_config
+from fisherlab.torch_utils import model_inputs
 
 
 def _cov(logits: torch.Tensor) -> torch.Tensor:

@@ -7,15 +7,9 @@ import pytest
 import torch
 
 from fisherlab.blocks import BlockMap
-from fisherlab.fisher.penalty import (
-    L2,
-    FisherPenalty,
-    RegulariserError,
-    step_seed,
-    trainable_parameters,
-)
-from fisherlab.regularise import regularised_loss
+from fisherlab.regularisers import L2, FisherPenalty, RegulariserError, regularised_loss
 from fisherlab.tiny import tiny_adapter_model, tiny_batch
+from fisherlab.torch_utils import step_seed, trainable_parameters
 
 # Tests read values of tensors that carry a graph (for later backward): fine here.
 pytestmark = [pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True:UserWarning"),

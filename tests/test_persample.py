@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from fisherlab.blocks import BlockMap
-from fisherlab.fisher import persample
 from fisherlab.fisher.persample import (
     FallbackWarning,
     PerExampleGradNorms,
     linear_sq_norms,
     register_sampler,
 )
+from fisherlab.fisher.persample import registry as persample
 from fisherlab.tiny import tiny_adapter_model, tiny_batch
 
 RTOL = 1e-6

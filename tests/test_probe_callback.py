@@ -12,9 +12,9 @@ from transformers import Trainer, default_data_collator
 
 from fisherlab.blocks import BlockMap
 from fisherlab.fisher import trace_fisher
-from fisherlab.fisher.probe import FisherProbe, FisherProbeCallback
+from fisherlab.fisher.probe import FisherProbe
+from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, bind_callbacks
 from fisherlab.runs import RunWriter
-from fisherlab.unfreezing import UnfreezeCallback
 
 
 def train_weights(tmp, *, probe_mode: str | None, steps: int = 5):
@@ -25,6 +25,7 @@ def train_weights(tmp, *, probe_mode: str | None, steps: int = 5):
         callbacks.append(FisherProbeCallback(every=3, n_batches=1, mode=probe_mode, seed=5))
     trainer = Trainer(model=model, args=tiny_args(tmp, max_steps=steps), train_dataset=tiny_dataset(),
                       callbacks=callbacks)
+    bind_callbacks(trainer)  # a plain Trainer: bind explicitly
     trainer.train()
     return {n: p.detach().clone() for n, p in model.named_parameters()}, callbacks
 
@@ -54,6 +55,7 @@ def test_rows_logs_and_trainable_flags(tmp_path):
     unfreeze = UnfreezeCallback("gradual:k=2", blocks)
     trainer = Trainer(model=model, args=tiny_args(tmp_path / "out", max_steps=7), train_dataset=tiny_dataset(),
                       callbacks=[probe, unfreeze])
+    bind_callbacks(trainer)  # a plain Trainer: bind explicitly
     trainer.train()
     rows = [json.loads(line) for line in (tmp_path / "run" / "fisher.jsonl").read_text().splitlines()]
     steps = sorted({r["step"] for r in rows})
@@ -97,6 +99,7 @@ def test_shared_probe_measures_once_per_step(tmp_path, monkeypatch):
     assert fun.strategy.to_string() == "fisher:k=2;estimator=per_example;n_batches=1;seed=3;mode=eval"
     trainer = Trainer(model=model, args=tiny_args(tmp_path, max_steps=4), train_dataset=tiny_dataset(),
                       callbacks=[fun, probe_cb])
+    bind_callbacks(trainer)  # a plain Trainer: bind explicitly
     trainer.train()
     assert [m.step for m in probe_cb.history] == [0, 2, 4]
     assert [e.step for e in fun.schedule.events] == [0, 2]
@@ -156,9 +159,11 @@ def test_callback_reused_in_a_second_trainer_logs_to_that_trainer(tmp_path):
     probe = FisherProbeCallback(every=2, n_batches=1, blocks="task")
     first = Trainer(model=tiny_model(), args=tiny_args(tmp_path / "a", max_steps=2), train_dataset=tiny_dataset(),
                     callbacks=[probe])
+    bind_callbacks(first)  # a plain Trainer: bind explicitly
     first.train()
     second = Trainer(model=tiny_model(), args=tiny_args(tmp_path / "b", max_steps=2), train_dataset=tiny_dataset(),
                      callbacks=[probe])
+    bind_callbacks(second)  # a plain Trainer: bind explicitly
     assert probe.trainer is second
     second.train()
     assert [h["step"] for h in second.state.log_history if "fisher/mean_trainable" in h] == [0, 2]

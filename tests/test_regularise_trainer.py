@@ -8,21 +8,22 @@ import contextlib
 import pytest
 import torch
 
-from fisherlab.fisher.consistency import (
+from fisherlab.hf import make_trainer_class
+from fisherlab.regularisers import (
+    L2,
     Consistency,
     Dropout,
     EmbeddingNoise,
+    FisherPenalty,
     ParameterNoise,
+    RegulariserError,
     Resegment,
-)
-from fisherlab.fisher.penalty import L2, FisherPenalty, RegulariserError, trainable_parameters
-from fisherlab.regularise import (
-    make_regularised_trainer,
     regularised_loss,
     regulariser_from_string,
     regularisers_from_strings,
 )
 from fisherlab.tiny import tiny_adapter_model, tiny_batch, tiny_tokenizer
+from fisherlab.torch_utils import trainable_parameters
 
 # Tests read values of tensors that carry a graph (for later backward): fine here.
 pytestmark = [pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True:UserWarning"),
@@ -166,7 +167,7 @@ def test_trainer_logs_each_term_and_writes_metrics(tmp_path, base, specs):
     import adapters
     import transformers
 
-    trainer_class = make_regularised_trainer(getattr(adapters if base == "AdapterTrainer" else transformers, base))
+    trainer_class = make_trainer_class(getattr(adapters if base == "AdapterTrainer" else transformers, base))
     assert issubclass(trainer_class, getattr(adapters if base == "AdapterTrainer" else transformers, base))
     model = tiny_adapter_model("bert", head="classification", dropout=0.1, seed=2)
     args = transformers.TrainingArguments(
@@ -200,8 +201,8 @@ DDP_SPECS = [
 ]
 DDP_WORKER = '''
 import os, sys, torch, torch.distributed as dist
-from fisherlab.regularise import regularised_loss, regularisers_from_strings
-from fisherlab.fisher.penalty import trainable_parameters
+from fisherlab.regularisers import regularised_loss, regularisers_from_strings
+from fisherlab.torch_utils import trainable_parameters
 from fisherlab.tiny import tiny_adapter_model, tiny_batch
 torch.set_num_threads(1)
 dist.init_process_group("gloo")
@@ -265,7 +266,7 @@ def test_trainer_with_resegment_keeps_the_words(tmp_path):
     import transformers
     from datasets import Dataset
 
-    from fisherlab.regularise import KeepText
+    from fisherlab.hf import KeepText
 
     tokenizer = tiny_tokenizer("unigram", ["▁low", "er", "est", "▁new", "▁hello", "lo", "▁world", "ld"])
     sentences = [["lower", "newest", "hello"], ["world", "lowest"], ["hello", "world", "news"], ["newer"]] * 2
@@ -277,7 +278,7 @@ def test_trainer_with_resegment_keeps_the_words(tmp_path):
         output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, logging_steps=1, learning_rate=1e-2,
         report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, label_names=["labels"])
     # remove_unused_columns stays on: the mixin keeps the words column
-    trainer = make_regularised_trainer(transformers.Trainer)(
+    trainer = make_trainer_class(transformers.Trainer)(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
         data_collator=KeepText(transformers.DataCollatorWithPadding(tokenizer)),
         regularisers="consistency:view=resegment;alpha=0.05;weight=1.0")
@@ -298,7 +299,7 @@ def test_terms_reach_the_run_store_metrics(tmp_path):
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2, logging_steps=1,
         learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True, remove_unused_columns=False,
         disable_tqdm=True)
-    trainer = make_regularised_trainer(adapters.AdapterTrainer)(
+    trainer = make_trainer_class(adapters.AdapterTrainer)(
         model=tiny_adapter_model("bert", head="classification", seed=4), args=args, train_dataset=_examples(8),
         regularisers="fisher_penalty:alpha=0.05", writer=writer)
     trainer.train()

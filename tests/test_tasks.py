@@ -103,7 +103,8 @@ def test_importing_tasks_does_not_import_torch():
 def test_pad_features_puts_the_batch_on_the_model_device(tiny_testbed):
     import torch
 
-    from fisherlab.tasks.base import model_device, pad_features
+    from fisherlab.tasks.base import pad_features
+    from fisherlab.torch_utils import model_device
 
     task = get_task("testbed", path=tiny_testbed.root)
     data = task.load("test", "sov")

@@ -13,9 +13,9 @@ from ddp_worker import N_LAYERS, Recorder, tiny_args, tiny_dataset, tiny_model
 from transformers import Trainer
 
 from fisherlab.blocks import BlockMap, BlockMapError
-from fisherlab.fisher.probe import FisherProbeCallback
+from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, bind_callbacks, make_trainer_class
 from fisherlab.runs import RunWriter
-from fisherlab.unfreezing import StrategyError, UnfreezeCallback, make_trainer_class
+from fisherlab.unfreezing import StrategyError
 
 
 def first_change(recorder: Recorder, blocks: BlockMap) -> dict[str, int | None]:
@@ -45,6 +45,7 @@ def test_plain_trainer_gradual_freezes_bit_identically_and_logs(tmp_path):
     recorder = Recorder(blocks)
     trainer = Trainer(model=model, args=tiny_args(tmp_path / "out", max_steps=11), train_dataset=tiny_dataset(),
                       callbacks=[unfreeze, recorder.callback])
+    bind_callbacks(trainer)  # a plain Trainer: bind explicitly
     trainer.train()
     # layer L-1-j unfrozen at step 2j: first weight change after that step's update
     changed = first_change(recorder, blocks)
@@ -78,6 +79,7 @@ def test_blocks_frozen_before_trainer_are_still_registered(tmp_path):
     unfreeze = UnfreezeCallback("reverse:k=1", "task")  # adapter name: the BlockMap is discovered
     trainer = Trainer(model=model, args=tiny_args(tmp_path, max_steps=7), train_dataset=tiny_dataset(),
                       callbacks=[unfreeze])
+    bind_callbacks(trainer)  # a plain Trainer: bind explicitly
     trainer.train()
     assert unfreeze.schedule.unfrozen == [f"layer.{i}" for i in range(N_LAYERS)]
     held = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
@@ -89,7 +91,7 @@ def test_add_callback_late_needs_the_mixin(tmp_path):
     blocks = BlockMap.from_model(model, adapter="task")
     blocks.set_trainable(model, blocks.layer_blocks, False)
     trainer = Trainer(model=model, args=tiny_args(tmp_path, max_steps=2), train_dataset=tiny_dataset())
-    trainer.add_callback(UnfreezeCallback("gradual:k=1", blocks))
+    UnfreezeCallback("gradual:k=1", blocks).bind(trainer)  # a plain Trainer: bind (and add) explicitly
     with pytest.raises(StrategyError, match="not in the optimizer"):
         trainer.train()
 
@@ -113,6 +115,7 @@ def test_adapter_trainer(tmp_path):
     unfreeze = UnfreezeCallback("permutation:order=1,3,5,0,2,4;k=1", blocks)
     trainer = AdapterTrainer(model=model, args=tiny_args(tmp_path, max_steps=4), train_dataset=tiny_dataset(),
                              callbacks=[unfreeze, recorder.callback])
+    bind_callbacks(trainer)  # a plain Trainer: bind explicitly
     trainer.train()
     assert [e.blocks for e in unfreeze.schedule.events] == [["layer.1"], ["layer.3"], ["layer.5"], ["layer.0"]]
     changed = first_change(recorder, blocks)
@@ -128,6 +131,7 @@ def test_gradient_checkpointing_non_reentrant_with_frozen_blocks(tmp_path):
                      gradient_checkpointing_kwargs={"use_reentrant": False})
     trainer = Trainer(model=model, args=args, train_dataset=tiny_dataset(),
                       callbacks=[UnfreezeCallback("gradual:k=1", blocks), recorder.callback])
+    bind_callbacks(trainer)  # a plain Trainer: bind explicitly
     trainer.train()
     assert model.is_gradient_checkpointing
     changed = first_change(recorder, blocks)
@@ -145,6 +149,7 @@ def test_fun_with_the_real_probe_picks_a_lower_layer_with_a_larger_trace(tmp_pat
     unfreeze = UnfreezeCallback("fisher:k=1;n_batches=2;estimator=per_example", blocks)
     trainer = Trainer(model=model, args=tiny_args(tmp_path, max_steps=2), train_dataset=tiny_dataset(),
                       callbacks=[unfreeze])
+    bind_callbacks(trainer)  # a plain Trainer: bind explicitly
     trainer.train()
     first = unfreeze.schedule.events[0]
     assert first.step == 0 and first.blocks == ["layer.1"]
@@ -167,6 +172,7 @@ def run_resumable(tmp: Path, *, resume_from: int | None = None, source: Path | N
     probe = FisherProbeCallback(every=3, n_batches=1, blocks=blocks, writer=writer)
     args = tiny_args(tmp / "out", max_steps=10, save_strategy="steps", save_steps=4)
     trainer = Trainer(model=model, args=args, train_dataset=tiny_dataset(), callbacks=[probe, unfreeze])
+    bind_callbacks(trainer)  # a plain Trainer: bind explicitly
     checkpoint = None if resume_from is None else str(source / "out" / f"checkpoint-{resume_from}")
     trainer.train(resume_from_checkpoint=checkpoint)
     writer.finish()

@@ -25,79 +25,27 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from fisherlab.blocks import BlockMap, BlockMapError, as_block_map, unwrap_model
+from fisherlab.blocks import BlockMap, BlockMapError, as_block_map
+from fisherlab.fisher.measurement import FisherMeasurement
 from fisherlab.fisher.outputs import (
     FisherError,
     OutputKind,
     forward_by_name,
     get_output,
     infer_output,
-    model_inputs,
 )
+from fisherlab.torch_utils import cuda_devices, model_inputs, preserved_modes, unwrap_model
 
 ESTIMATORS = ("per_example", "exact", "batch", "empirical", "reference")
 LABELS = {"per_example": "sampled", "exact": "expectation", "batch": "sampled",
           "empirical": "data", "reference": "argmax"}
 PER_EXAMPLE_ESTIMATORS = ("per_example", "exact", "empirical")
 DEFAULT_MAX_BACKWARDS = 4096
-
-
-@dataclass
-class FisherMeasurement:
-    """Per-block tr(F) estimates with standard errors and the provenance of the numbers."""
-
-    traces: dict[str, float]
-    stderr: dict[str, float]
-    n_examples: int
-    meta: dict[str, Any] = field(default_factory=dict)
-    layers: dict[str, int | None] = field(default_factory=dict)
-    trainable: dict[str, bool] = field(default_factory=dict)
-
-    @property
-    def blocks(self) -> list[str]:
-        return list(self.traces)
-
-    def to_records(self, trainable: Mapping[str, bool] | None = None) -> list[dict[str, Any]]:
-        """One row per block: ``{block, layer, trace, stderr, n_examples, trainable}``.
-
-        ``trainable`` overrides the flags recorded at measurement time (blocks whose
-        parameters all required grad when the measurement started)."""
-        flags = self.trainable if trainable is None else trainable
-        return [{"block": name, "layer": self.layers.get(name), "trace": self.traces[name],
-                 "stderr": self.stderr[name], "n_examples": self.n_examples,
-                 "trainable": bool(flags.get(name, False))} for name in self.traces]
-
-
-# --------------------------------------------------------------------------------------
-# state that must come back exactly as found
-# --------------------------------------------------------------------------------------
-class _PreservedState:
-    """Snapshot and restore ``requires_grad`` flags and module train/eval modes."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> _PreservedState:
-        self.flags = [(p, p.requires_grad) for p in self.model.parameters()]
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for param, flag in self.flags:
-            if param.requires_grad != flag:
-                param.requires_grad_(flag)
-        for module, mode in self.modes:
-            module.training = mode
-
-
-def _cuda_devices(model: torch.nn.Module) -> list[int]:
-    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
 
 def _attn_implementation(model: torch.nn.Module) -> str | None:
@@ -304,8 +252,8 @@ def trace_fisher(
         if progress:
             from tqdm.auto import tqdm
             iterator = stack.enter_context(tqdm(batches, desc=f"tr(F) [{estimator}]", unit="batch"))
-        stack.enter_context(_PreservedState(model))
-        stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(model)))
+        stack.enter_context(preserved_modes(model, requires_grad=True))
+        stack.enter_context(torch.random.fork_rng(devices=cuda_devices(model)))
         stack.enter_context(torch.enable_grad())
         engine = None
         if estimator in PER_EXAMPLE_ESTIMATORS:

@@ -34,11 +34,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fisherlab.errors import FisherlabError
+
 IGNORE_INDEX = -100
-LABEL_KEYS = ("labels", "label", "start_positions", "end_positions")
 
 
-class FisherError(ValueError):
+class FisherError(FisherlabError, ValueError):
     """A Fisher measurement cannot be made from these inputs (the message says why)."""
 
 
@@ -340,11 +341,6 @@ def infer_output(model: Any, outputs: Any = None, batch: Mapping[str, Tensor] | 
                       f"no known *For<Task> class; pass output= one of {sorted(OUTPUT_KINDS)}")
 
 
-def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """The batch without label fields (labels are used only by the estimators, never by the model)."""
-    return {key: value for key, value in batch.items() if key not in LABEL_KEYS}
-
-
 def forward_by_name(model: Any, inputs: Mapping[str, Any], error: type[Exception] = FisherError,
                     who: str = "") -> Any:
     """``model(**inputs)``, refusing a plain tuple: the logits must be found by name."""
@@ -359,5 +355,4 @@ def forward_by_name(model: Any, inputs: Mapping[str, Any], error: type[Exception
 __all__ = [
     "Categorical", "ExtractiveQA", "FisherError", "MaskedLM", "MultipleChoice", "OUTPUT_KINDS", "OutputKind",
     "SequenceClassification", "TokenClassification", "forward_by_name", "get_output", "infer_output",
-    "model_inputs",
 ]

@@ -1,7 +1,7 @@
 """Regulariser specs: kinds, aliases, keys, views, choices and defaults (torch-free).
 
 Everything a regulariser string may say is declared here, once; the training side turns a
-spec into a term object (``fisherlab.regularise.regulariser_from_spec``). Strings::
+spec into a term object (``fisherlab.regularisers.strings.regulariser_from_spec``). Strings::
 
     fisher_penalty:alpha=0.01;method=finite_difference     (aliases: fisher, fpen)
     consistency:view=dropout;weight=1.0                    (alias: kl; view aliases: rdrop, r-drop)

@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from fisherlab.errors import FisherlabError
 from fisherlab.tasks.base import HEAD_KINDS, SPLITS, ClassificationTask, Task
 
 TaskFactory = Callable[..., Task]
@@ -22,7 +23,7 @@ _REGISTRY: dict[str, TaskFactory | str] = {
 }
 
 
-class UnknownTaskError(ValueError):
+class UnknownTaskError(FisherlabError, ValueError):
     """No task is registered under the requested name."""
 
 

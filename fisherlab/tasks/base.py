@@ -55,13 +55,6 @@ def pad_features(rows: dict[str, list], columns: Sequence[str], tokenizer: Any, 
     return batch if device is None else {key: value.to(device) for key, value in batch.items()}
 
 
-def model_device(model: Any) -> Any:
-    """The device of the model's first parameter (CPU for a model without parameters)."""
-    import torch
-
-    return next(iter(model.parameters()), torch.empty(0)).device
-
-
 class ClassificationTask:
     """Shared behaviour of classification and multiple-choice tasks (accuracy, batched evaluation)."""
 
@@ -89,6 +82,8 @@ class ClassificationTask:
     def predict(self, model: Any, dataset: Any, tokenizer: Any, batch_size: int = 256) -> list[int]:
         """Argmax predictions of ``model`` on ``dataset`` (no gradients; mode restored afterwards)."""
         import torch
+
+        from fisherlab.torch_utils import model_device
 
         columns = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in dataset.column_names]
         was_training = model.training

@@ -142,7 +142,8 @@ class XQuADTask:
         """Run the QA head over the windows, post-process, and score against the gold answers."""
         import torch
 
-        from fisherlab.tasks.base import model_device, pad_features
+        from fisherlab.tasks.base import pad_features
+        from fisherlab.torch_utils import model_device
 
         columns = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in dataset.column_names]
         starts: list[list[float]] = []

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fisherlab.errors import FisherlabError
 from fisherlab.testbed.world import STREAM_PRETRAIN, WorldConfig, world_config
 
 MANIFEST = "world.json"
 
 
-class TestbedError(ValueError):
+class TestbedError(FisherlabError, ValueError):
     """A testbed directory is missing, incomplete or holds a different world."""
 
     __test__ = False  # not a pytest test class

@@ -1,12 +1,8 @@
-"""Optimizer pre-registration: every schedulable parameter is in the optimizer from step 0.
+"""Optimizer parameter groups holding every schedulable parameter, for hand-written loops.
 
-``transformers.Trainer`` and ``adapters.AdapterTrainer`` build the optimizer from the
-parameters that require grad *when it is created*; a block frozen at that moment would
-never be trained after it is unfrozen (and an optimizer/LR scheduler cannot safely grow
-mid-training). :class:`UnfreezeCallback` already makes schedulable parameters trainable
-in ``on_init_end``; the mixin below also covers callbacks added after ``__init__`` and
-binds every fisherlab callback to its trainer. For hand-written loops use
-:func:`schedulable_param_groups`.
+An optimizer (and its LR scheduler) cannot safely grow mid-training, so a block frozen
+when the optimizer is created must already be in it. Inside a Trainer this is done by
+:func:`fisherlab.hf.make_trainer_class` and :class:`fisherlab.hf.UnfreezeCallback`.
 """
 
 from __future__ import annotations
@@ -17,57 +13,6 @@ from typing import Any
 import torch
 
 from fisherlab.blocks import HEAD, BlockMap
-from fisherlab.fisher.probe import TrainerBoundCallback
-
-
-def _unfreeze_callbacks(trainer: Any) -> list[Any]:
-    from fisherlab.unfreezing.callback import UnfreezeCallback
-
-    return [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, UnfreezeCallback)]
-
-
-class SchedulableTrainerMixin:
-    """Mix in before a Trainer class: ``class MyTrainer(SchedulableTrainerMixin, Trainer)``.
-
-    * ``__init__`` binds fisherlab callbacks to the trainer (for ``Trainer.log``);
-    * ``create_optimizer`` first makes every schedulable parameter of every
-      :class:`UnfreezeCallback` trainable, then defers to the base class, so the
-      base class's weight-decay grouping (``get_decay_parameter_names``) is kept and
-      the LR scheduler is created after all groups exist.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for cb in self.callback_handler.callbacks:
-            if isinstance(cb, TrainerBoundCallback):
-                cb.bind(self)
-
-    def add_callback(self, callback: Any) -> None:
-        super().add_callback(callback)
-        added = callback if not isinstance(callback, type) else self.callback_handler.callbacks[-1]
-        if isinstance(added, TrainerBoundCallback):
-            added.bind(self)
-
-    def create_optimizer(self) -> torch.optim.Optimizer:
-        if self.optimizer is None:
-            for cb in _unfreeze_callbacks(self):
-                cb.prepare(self.model)
-        return super().create_optimizer()
-
-
-_CLASS_CACHE: dict[type, type] = {}
-
-
-def make_trainer_class(base: type | None = None) -> type:
-    """``SchedulableTrainerMixin`` + ``base`` (default ``transformers.Trainer``), e.g.
-    ``make_trainer_class(AdapterTrainer)``. The class is cached per base."""
-    if base is None:
-        from transformers import Trainer
-
-        base = Trainer
-    if base not in _CLASS_CACHE:
-        _CLASS_CACHE[base] = type(f"Schedulable{base.__name__}", (SchedulableTrainerMixin, base), {})
-    return _CLASS_CACHE[base]
 
 
 def schedulable_param_groups(model: torch.nn.Module, blocks: BlockMap, weight_decay: float = 0.0,

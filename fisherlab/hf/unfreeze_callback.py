@@ -22,7 +22,10 @@ How it fits the Trainer (transformers 4.57, ``Trainer._inner_training_loop``):
 
 The schedule state lives in ``TrainerState.stateful_callbacks["fisherlab.unfreeze"]``,
 which the Trainer writes to ``trainer_state.json`` in every checkpoint and reads back
-on ``train(resume_from_checkpoint=...)``.
+on ``train(resume_from_checkpoint=...)``. The callback needs binding to its Trainer
+(:mod:`fisherlab.hf.binding`) and is a :class:`~fisherlab.hf.binding.ScheduleSettler`: a
+:class:`~fisherlab.hf.FisherProbeCallback` calls :meth:`UnfreezeCallback.settle` before it
+measures, whatever the order of the callbacks.
 """
 
 from __future__ import annotations
@@ -33,11 +36,10 @@ from typing import Any
 import torch
 
 from fisherlab.blocks import BlockMap
-from fisherlab.fisher.probe import TrainerBoundCallback, attach_training_data
+from fisherlab.hf.binding import _STATE_PREFIX, TrainerBoundCallback
+from fisherlab.hf.probe_callback import attach_training_data
 from fisherlab.unfreezing.schedule import UnfreezeEvent, UnfreezeSchedule
 from fisherlab.unfreezing.strategies import Strategy, StrategyError, strategy_from_string
-
-_STATE_PREFIX = "fisherlab."
 
 
 class UnfreezeCallback(TrainerBoundCallback):
@@ -107,14 +109,15 @@ class UnfreezeCallback(TrainerBoundCallback):
                 f"UnfreezeCallback: parameters of blocks {missing} are not in the optimizer (they did not "
                 "require grad when it was created, and an optimizer/LR scheduler cannot grow safely during "
                 "training). Pass the callback in Trainer(callbacks=[...]) (it makes them trainable at init), "
-                "use fisherlab.unfreezing.make_trainer_class(Trainer), or build the optimizer with "
+                "use fisherlab.make_trainer_class(Trainer), or build the optimizer with "
                 "fisherlab.unfreezing.schedulable_param_groups(...)."
             )
 
     def _check_ddp(self, args: Any) -> None:
         if args is None or getattr(args, "world_size", 1) <= 1 or self.strategy.name == "standard":
             return
-        wrapped = getattr(self.trainer, "model_wrapped", None) if self.trainer is not None else None
+        trainer = self.trainer  # bound by on_train_begin; None only when called on its own
+        wrapped = getattr(trainer, "model_wrapped", None) if trainer is not None else None
         find_unused = getattr(wrapped, "find_unused_parameters", None)
         if find_unused is None:  # not wrapped by DDP (or unknown): infer from the arguments
             find_unused = args.ddp_find_unused_parameters
@@ -131,10 +134,9 @@ class UnfreezeCallback(TrainerBoundCallback):
     def on_init_end(self, args, state, control, model=None, **kwargs):
         if model is not None:
             self.prepare(model)
-        self._refresh_trainer()
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
-        self._refresh_trainer()
+        self.require_trainer()
         if self._active_state is not state:  # (a probe callback may have settled us already)
             self._active_state = None
             self._begin(args, state, model, optimizer, train_dataloader)
@@ -166,13 +168,12 @@ class UnfreezeCallback(TrainerBoundCallback):
         self._decide(state, model)
 
     def settle(self, state: Any, model: torch.nn.Module | None = None) -> None:
-        """Take the decision for ``state.global_step`` if not taken yet (idempotent)."""
-        trainer = self.trainer
-        if model is None and trainer is not None:
+        """Take the decision for ``state.global_step`` if not taken yet (idempotent; the
+        :class:`~fisherlab.hf.binding.ScheduleSettler` hand-off)."""
+        trainer = self.require_trainer()
+        if model is None:
             model = trainer.model
         if self._active_state is not state:
-            if trainer is None:
-                return
             self._active_state = None
             self._begin(trainer.args, state, model, trainer.optimizer, trainer.callback_handler.train_dataloader)
             return
@@ -215,4 +216,4 @@ class UnfreezeCallback(TrainerBoundCallback):
         logs: dict[str, float] = {"unfreeze/n_unfrozen": float(len(self.schedule.unfrozen))}
         if len(event.blocks) == 1 and self.blocks[event.blocks[0]].layer is not None:
             logs["unfreeze/layer"] = float(self.blocks[event.blocks[0]].layer)
-        self._log(logs, state)
+        self._log(logs)

@@ -1,0 +1,126 @@
+"""FisherProbeCallback: when to measure tr(F) during ``Trainer.train`` (what: :class:`FisherProbe`).
+
+Every ``every`` optimizer steps (and at step 0 and at the end), it logs ``fisher/<block>``
+and ``fisher/mean_trainable`` through ``Trainer.log`` (so ``report_to`` backends get them)
+and appends rows to the run store (``writer.log_fisher``). Measurements at step ``i`` see
+the weights after ``i`` optimizer steps, before the forward of step ``i``; they are taken in
+``on_step_end`` of step ``i-1`` (before a checkpoint at step ``i`` is written, so the
+checkpoint and the run store agree on resume). Needs binding (:mod:`fisherlab.hf.binding`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from fisherlab.blocks import BlockMap
+from fisherlab.fisher.measurement import FisherMeasurement
+from fisherlab.fisher.probe import FisherProbe
+from fisherlab.hf.binding import _STATE_PREFIX, TrainerBoundCallback
+
+
+def attach_training_data(probe: FisherProbe, train_dataloader: Any, args: Any, who: str) -> None:
+    """Point ``probe`` at the trainer's training data, unless the user attached other data.
+
+    Data attached here is re-attached at every ``train()`` (a callback reused with another
+    Trainer follows that Trainer's data)."""
+    if probe.attached and not probe._from_trainer:
+        return
+    if train_dataloader is None:
+        if probe.attached:
+            return
+        raise ValueError(f"{who}: no training dataloader to draw probe batches from; "
+                         "call probe.attach(dataset, collate_fn, batch_size) first")
+    if probe.attached and probe.dataset is getattr(train_dataloader, "dataset", None):
+        return  # already on this data (e.g. a probe shared by two callbacks): keep its cache
+    probe.attach_dataloader(train_dataloader, batch_size=getattr(args, "per_device_train_batch_size", None))
+    probe._from_trainer = True
+
+
+class FisherProbeCallback(TrainerBoundCallback):
+    """Measure tr(F) per block every ``every`` optimizer steps during ``Trainer.train``.
+
+    Measures at step 0, at every multiple of ``every`` and (``at_end``) after the last
+    step; logs ``fisher/<block>`` and ``fisher/mean_trainable`` (mean over the measured
+    blocks that are trainable at that step) through ``Trainer.log`` and writes
+    ``writer.log_fisher(rows, step)`` on the main process. Data: its own sampler over
+    the trainer's training dataset and collator (see :class:`FisherProbe`); the
+    training data order and every RNG stream are left alone.
+
+    ``blocks`` is a BlockMap, the task adapter's name, or None (the model's active task
+    module; the whole layers of a model without adapters); ``probe`` shares a
+    :class:`FisherProbe` (e.g. with the ``fisher`` strategy; its settings win).
+    """
+
+    def __init__(self, every: int = 100, n_batches: int = 40, estimator: str = "per_example",
+                 blocks: BlockMap | str | None = None, writer: Any = None, seed: int = 0,
+                 batch_size: int | None = None, mode: str = "eval",
+                 block_names: Sequence[str] | None = None, at_end: bool = True,
+                 probe: FisherProbe | None = None, log_prefix: str = "fisher/",
+                 state_key: str = "fisher_probe") -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
+            raise ValueError(f"FisherProbeCallback: every must be a positive integer, got {every!r}")
+        self.every = every
+        self.probe = probe or FisherProbe(n_batches=n_batches, estimator=estimator, seed=seed,
+                                          batch_size=batch_size, mode=mode, block_names=block_names)
+        self.blocks = blocks
+        self.writer = writer
+        self.at_end = at_end
+        self.log_prefix = log_prefix
+        self.state_key = _STATE_PREFIX + state_key
+        self.measured_through = -1
+        self.history: list[FisherMeasurement] = []
+
+    def config(self) -> dict[str, Any]:
+        """``run.json``'s ``fisher`` entry: estimator, every, n_batches, ..."""
+        return {"every": self.every, **self.probe.config()}
+
+    # -- events ------------------------------------------------------------------------------
+    def on_init_end(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            self.blocks = self._resolve_blocks(self.blocks, model, "FisherProbeCallback", discover=True)
+
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        self.require_trainer()
+        self.blocks = self._resolve_blocks(self.blocks, model, "FisherProbeCallback", discover=True)
+        attach_training_data(self.probe, train_dataloader, args, "FisherProbeCallback")
+        saved = state.stateful_callbacks.get(self.state_key)
+        self.measured_through = int(saved["measured_through"]) if saved else -1
+        self._save_state(state)
+        if state.global_step % self.every == 0:
+            self._measure(args, state, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0:
+            self._measure(args, state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self.at_end:
+            self._measure(args, state, model)
+
+    # -- work ----------------------------------------------------------------------------------
+    def _save_state(self, state: Any) -> None:
+        state.stateful_callbacks[self.state_key] = {"measured_through": self.measured_through}
+
+    def _measure(self, args: Any, state: Any, model: torch.nn.Module) -> FisherMeasurement | None:
+        step = int(state.global_step)
+        if step <= self.measured_through:
+            return None
+        self._settle_schedules(state, model)
+        result = self.probe.measure(model, self.blocks, step)
+        trainable = self.blocks.trainable_blocks(model)
+        rows = result.to_records(trainable, with_estimator=True)
+        self.history.append(result)
+        self.measured_through = step
+        self._save_state(state)
+        logs = {f"{self.log_prefix}{name}": value for name, value in result.traces.items()}
+        logs[f"{self.log_prefix}mean_trainable"] = result.mean_over(trainable)
+        if self.writer is not None and state.is_world_process_zero:
+            self.writer.log_fisher(rows, step)
+        self._log(logs)
+        return result
+
+
+__all__ = ["FisherProbeCallback", "attach_training_data"]
