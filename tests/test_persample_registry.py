@@ -14,9 +14,9 @@ from fisherlab.fisher.persample import (
     PerExampleGradNorms,
     layer_norm_sampler,
     register_norm_sampler,
+    registry,
     sampler_for,
 )
-from fisherlab.fisher.persample import registry
 
 
 class MyNorm(nn.LayerNorm):
