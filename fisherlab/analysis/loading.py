@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fisherlab.errors import FisherlabError
 from fisherlab.runs import RunFormatError, find_run_dirs, labels_of, read_run_info, read_runs
 from fisherlab.runs.labels import flatten_config, legacy_config_value
 from fisherlab.spec.grammar import SpecError, parse_spec
@@ -36,7 +37,7 @@ METRICS_COLUMNS = ["run_id", "step", "split", "language", "metric", "value"]
 RESULTS_COLUMNS = ["run_id", "metric", "language", "value", "is_source"]
 PROBLEM_COLUMNS = ["run", "file", "line", "reason", "action"]
 
-class NoRunsError(ValueError):
+class NoRunsError(FisherlabError, ValueError):
     """``load_runs`` found no readable run (the message lists what was tried and why)."""
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from fisherlab.errors import FisherlabError
 from fisherlab.plots.figure import PaperFigure
 from fisherlab.plots.style import mpl_text
 
@@ -25,7 +26,7 @@ LEGEND_WIDTH = 1.6
 TITLE_CHARS_PER_INCH = 9.5
 
 
-class MixedEstimatorError(ValueError):
+class MixedEstimatorError(FisherlabError, ValueError):
     """Frames hold tr(F) from several estimators and the caller asked not to facet."""
 
 

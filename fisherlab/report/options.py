@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from fisherlab.errors import FisherlabError
+
 #: Figure name -> one-line description (the order is the order in the report).
 FIGURES: dict[str, str] = {
     "trace": "tr(F) curves per method with seed bands (FUN Fig. 3)",
@@ -27,7 +29,7 @@ REGULARISER_COLUMNS = ("regulariser",)
 WEIGHT_COLUMNS = ("regulariser_weight",)
 
 
-class ReportError(ValueError):
+class ReportError(FisherlabError, ValueError):
     """The report cannot be built (no runs, bad option); the message says why."""
 
 

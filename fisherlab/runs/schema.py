@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fisherlab.errors import FisherlabError
+
 FORMAT_VERSION = 1
 """Current format version, written as ``"format": 1`` in ``run.json``.
 
@@ -88,11 +90,11 @@ def required_fields(fields: dict[str, tuple[str, bool]]) -> tuple[str, ...]:
     return tuple(name for name, (_, required) in fields.items() if required)
 
 
-class RunFormatError(ValueError):
+class RunFormatError(FisherlabError, ValueError):
     """A run directory or file does not follow the run-store format (message says where)."""
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(FisherlabError, FileExistsError):
     """``RunWriter.create`` found a finished run in the directory and ``overwrite`` is False."""
 
 
