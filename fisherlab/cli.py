@@ -139,6 +139,23 @@ def train(
     typer.echo(f"run written to {run_dir}")
 
 
+@app.command("tasks")
+def tasks() -> None:
+    """List the registered tasks with training data, test languages, metric and hub ids (docs/tasks.md)."""
+    from fisherlab.tasks import available_tasks
+    from fisherlab.tasks.catalog import CATALOG
+
+    known = {info.name: info for info in CATALOG}
+    for name in available_tasks():
+        info = known.get(name)
+        if info is None:
+            typer.echo(f"{name}: (registered; no description)")
+            continue
+        languages = ", ".join(info.languages) or "the world's languages"
+        typer.echo(f"{name}: train {info.training}; test {languages}; metric {info.metric}")
+        typer.echo(f"  hub: {', '.join(info.hub) or 'none (files only)'}; files: {info.layout}")
+
+
 @app.command("analyze")
 def analyze(
     runs: list[str] = typer.Argument(..., metavar="RUNS", help="Run directories, parents of run directories (any depth) or globs."),  # noqa: B008

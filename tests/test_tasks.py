@@ -13,8 +13,12 @@ from fisherlab.tasks.metrics import accuracy, normalize_answer, squad_exact_matc
 
 
 def test_unknown_task_lists_the_known_ones():
+    from fisherlab.errors import FisherlabError
+
     with pytest.raises(UnknownTaskError, match="'xnlii' is not registered; known tasks: .*testbed"):
         get_task("xnlii")
+    assert issubclass(UnknownTaskError, FisherlabError) and issubclass(UnknownTaskError, ValueError)
+    assert {"mlqa", "pawsx", "testbed", "xcopa", "xnli", "xquad"} <= set(available_tasks())
 
 
 def test_register_task_as_decorator_and_duplicates():
@@ -53,7 +57,9 @@ def test_squad_metrics_follow_the_official_script():
     # best over gold answers, averaged over questions
     assert squad_f1(["red", "blue sky"], [["green", "red"], ["sky"]]) == pytest.approx(100 * (1 + 2 / 3) / 2)
     assert squad_exact_match(["red", "blue sky"], [["green", "red"], ["sky"]]) == 50.0
-    assert squad_f1([""], [["a"]]) == 100.0  # both normalise to empty
+    # both normalise to empty: the v1.1 script's F1 is 0 (no common token), its exact match 1
+    assert squad_f1([""], [["a"]]) == 0.0
+    assert squad_exact_match([""], [["a"]]) == 100.0
     with pytest.raises(ValueError, match=r"references\[0\]"):
         squad_f1(["x"], ["x"])
 

@@ -8,18 +8,7 @@ import pytest
 import torch
 
 from fisherlab.tasks import get_task
-from fisherlab.testbed.tokenizer import build_tokenizer
-
-
-def _word_tokenizer(texts, max_length=512):
-    """A word-level fast tokenizer over the words of ``texts`` (no hub needed; offsets work)."""
-    from tokenizers import pre_tokenizers
-
-    splitter = pre_tokenizers.Whitespace()  # words and punctuation runs, like BERT's pre-tokenizer
-    words = (w for t in texts for w, _ in splitter.pre_tokenize_str(t))
-    tokenizer = build_tokenizer(words, model_max_length=max_length)
-    tokenizer.backend_tokenizer.pre_tokenizer = splitter
-    return tokenizer
+from task_helpers import word_tokenizer as _word_tokenizer
 
 
 def test_xcopa_loads_multiple_choice_pairs(shared_data):

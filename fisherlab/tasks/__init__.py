@@ -11,18 +11,22 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from fisherlab.errors import FisherlabError
 from fisherlab.tasks.base import HEAD_KINDS, SPLITS, ClassificationTask, Task
 
 TaskFactory = Callable[..., Task]
 
 _REGISTRY: dict[str, TaskFactory | str] = {
+    "mlqa": "fisherlab.tasks.mlqa:MLQATask",
+    "pawsx": "fisherlab.tasks.pawsx:PAWSXTask",
     "testbed": "fisherlab.tasks.testbed:TestbedTask",
     "xcopa": "fisherlab.tasks.xcopa:XCOPATask",
+    "xnli": "fisherlab.tasks.xnli:XNLITask",
     "xquad": "fisherlab.tasks.xquad:XQuADTask",
 }
 
 
-class UnknownTaskError(ValueError):
+class UnknownTaskError(FisherlabError, ValueError):
     """No task is registered under the requested name."""
 
 

@@ -1,19 +1,24 @@
 """XCOPA (Ponti et al., 2020): causal commonsense reasoning, two choices; trained on English COPA.
 
 Files (the layout of the XCOPA release): ``<data_dir>/xcopa/<lang>/{val,test}.<lang>.jsonl``
-and, for the English source, ``<data_dir>/copa/{train,val,test}.en.jsonl`` (same
-fields). Each choice is encoded as the pair ``(premise + question prompt, choice)``;
+and, for the English source, English COPA as the FUN paper used it (Table 5: 400
+train, 100 validation): the SuperGLUE release ``<data_dir>/COPA/{train,val,test}.jsonl``
+(its ``test.jsonl`` is unlabelled, so English test needs a labelled file) or
+``<data_dir>/copa/{train,val,test}.en.jsonl`` (same fields; looked for first). Each choice is encoded as the pair ``(premise + question prompt, choice)``;
 the prompt is English for every language (XCOPA's ``question`` field is English).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from fisherlab.tasks._data import resolve_data_dir
+from fisherlab.tasks._data import TaskDataError, read_jsonl, resolve_data_dir
 from fisherlab.tasks.base import ClassificationTask
+
+LANGUAGES = ("en", "et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
+RELEASE = "XCOPA (https://github.com/cambridgeltl/xcopa, data/<lang>/)"
+COPA_RELEASE = "SuperGLUE COPA (https://dl.fbaipublicfiles.com/glue/superglue/data/v2/COPA.zip)"
 
 PROMPTS = {"cause": "What was the cause?", "effect": "What happened as a result?"}
 _SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}
@@ -47,7 +52,8 @@ class XCOPATask(ClassificationTask):
         self.check_split(split, language)
         stem = f"{_SPLIT_FILES[split]}.{language}.jsonl"
         if language == self.source_language and not (self.root / language).is_dir():
-            return self.copa_root / stem
+            superglue = self.root.parent / "COPA" / f"{_SPLIT_FILES[split]}.jsonl"
+            return superglue if not (self.copa_root / stem).is_file() and superglue.is_file() else self.copa_root / stem
         return self.root / language / stem
 
     def examples(self, split: str, language: str) -> list[dict[str, Any]]:
@@ -55,22 +61,15 @@ class XCOPATask(ClassificationTask):
         path = self.path(split, language)
         if not path.is_file():
             hint = " (XCOPA has only val/test; train on English COPA)" if split == "train" else ""
-            raise ValueError(f"{self.name}: no {split} file for {language!r}: {path} does not exist{hint}")
+            release = COPA_RELEASE if language == self.source_language else RELEASE
+            raise TaskDataError(f"{self.name}: no {split} file for {language!r}: {path} does not exist{hint}; "
+                                f"it is part of {release}")
         rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{self.name}: {path}:{number} is not JSON ({err})") from err
-            missing = [f for f in _FIELDS if f not in row]
-            if missing:
-                raise ValueError(f"{self.name}: {path}:{number} lacks field(s) {missing}")
+        for number, row in read_jsonl(path, self.name, _FIELDS):
             if row["question"] not in PROMPTS:
-                raise ValueError(f"{self.name}: {path}:{number} question {row['question']!r} not in {list(PROMPTS)}")
+                raise TaskDataError(f"{self.name}: {path}:{number} question {row['question']!r} not in {list(PROMPTS)}")
             if row["label"] not in (0, 1):
-                raise ValueError(f"{self.name}: {path}:{number} label {row['label']!r} not 0 or 1")
+                raise TaskDataError(f"{self.name}: {path}:{number} label {row['label']!r} is not in the label set [0, 1]")
             rows.append(row)
         return rows[: self.max_examples] if self.max_examples is not None else rows
 
