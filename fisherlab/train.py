@@ -481,11 +481,11 @@ def _metrics_callback(writer: Any, source: str):
 def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any] = ()) -> Any:
     """The Trainer (AdapterTrainer for adapter runs) with the unfreezing, probe and metric callbacks."""
     from adapters import AdapterTrainer
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import Trainer
 
     from fisherlab.fisher.probe import FisherProbeCallback
     from fisherlab.regularise import make_regularised_trainer
-    from fisherlab.tasks.training import trainer_metrics
+    from fisherlab.tasks.training import data_collator, trainer_metrics
     from fisherlab.unfreezing import UnfreezeCallback, make_trainer_class
 
     config = prepared.config
@@ -510,7 +510,7 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
     trainer = trainer_class(
         model=prepared.model, args=config.training, train_dataset=prepared.train_dataset,
         eval_dataset=prepared.eval_dataset if config.training.eval_strategy != "no" else None,
-        data_collator=DataCollatorWithPadding(prepared.tokenizer), callbacks=callbacks,
+        data_collator=data_collator(prepared.task, prepared.tokenizer), callbacks=callbacks,
         compute_metrics=trainer_metrics(prepared.task, prepared.eval_dataset), **kwargs)
     if not config.run.progress:  # quiet: no per-log dict printing either
         from transformers.trainer_callback import PrinterCallback

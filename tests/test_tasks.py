@@ -120,3 +120,37 @@ def test_pad_features_puts_the_batch_on_the_model_device(tiny_testbed):
     assert {v.device.type for v in on_meta.values()} == {"meta"}
     assert model_device(torch.nn.Linear(2, 2, device="meta")).type == "meta"
     assert model_device(torch.nn.ReLU()).type == "cpu"
+
+
+def test_cli_tasks_lists_every_task_with_its_languages():
+    from typer.testing import CliRunner
+
+    from fisherlab.cli import app
+    from fisherlab.tasks import mlqa, pawsx, xnli
+    from fisherlab.tasks.catalog import CATALOG
+
+    result = CliRunner().invoke(app, ["tasks"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name in available_tasks():
+        assert any(line.startswith(f"{name}: ") for line in lines), name
+    assert {info.name for info in CATALOG} <= set(available_tasks())
+    xnli_line = next(line for line in lines if line.startswith("xnli: "))
+    assert f"test {', '.join(xnli.LANGUAGES)};" in xnli_line and len(xnli.LANGUAGES) == 15
+    assert f"test {', '.join(pawsx.LANGUAGES)};" in next(line for line in lines if line.startswith("pawsx: "))
+    assert "facebook/mlqa@refs/convert/parquet" in result.output and len(mlqa.LANGUAGES) == 7
+    code = "import sys, fisherlab.tasks.catalog, fisherlab.tasks.mlqa_metric; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_subset_of_rows_is_random_and_seeded():
+    from datasets import Dataset
+
+    from fisherlab.tasks.training import subset
+
+    data = Dataset.from_dict({"x": list(range(100))})
+    picked = list(subset(data, 10, seed=0)["x"])
+    assert len(picked) == 10 and picked == sorted(picked) and picked != list(range(10))
+    assert list(subset(data, 10, seed=0)["x"]) == picked and list(subset(data, 10, seed=1)["x"]) != picked
+    with pytest.raises(ValueError, match="n must be positive"):
+        subset(data, 0, seed=0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from task_helpers import FIXTURES, fixture_texts, train_steps, word_tokenizer
 
 from fisherlab.tasks import get_task
 from fisherlab.tasks._data import TaskDataError
-from task_helpers import FIXTURES, fixture_texts, train_steps, word_tokenizer
 
 PAWSX = FIXTURES / "pawsx"
 

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from task_helpers import FIXTURES, fixture_texts, train_steps, word_tokenizer
 
 from fisherlab.tasks import get_task
 from fisherlab.tasks._data import TaskDataError
 from fisherlab.tasks.qa import window_features
 from fisherlab.tasks.training import subset
-from task_helpers import FIXTURES, fixture_texts, train_steps, word_tokenizer
 
 MLQA = FIXTURES / "mlqa"
 MAX_LENGTH, STRIDE = 40, 12

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from task_helpers import word_tokenizer as _word_tokenizer
 
 from fisherlab.tasks import get_task
-from task_helpers import word_tokenizer as _word_tokenizer
 
 
 def test_xcopa_loads_multiple_choice_pairs(shared_data):

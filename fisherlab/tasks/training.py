@@ -6,6 +6,8 @@
 * :func:`trainer_metrics` — the ``compute_metrics`` the ``transformers.Trainer`` gets:
   argmax accuracy for classification / multiple choice, F1 and exact match for QA
   (decoded over the evaluation windows), None for a task without a metric.
+* :func:`data_collator` — batches for the Trainer: padding of flat features, and of
+  multiple-choice features (one sequence per choice, padded to (B, C, L)).
 * :func:`write_task_results` — ``results.json`` (the task's metric per language, plus
   every metric under ``per_metric``) and one ``test`` row per language and metric in
   ``metrics.jsonl``.
@@ -61,6 +63,35 @@ def trainer_metrics(task: Any, eval_dataset: Any) -> Callable[[Any], dict[str, f
     if getattr(task, "head", "classification") in ("classification", "multiple_choice"):
         return argmax_metrics(task)
     return None
+
+
+class MultipleChoiceCollator:
+    """Pads multiple-choice features (``input_ids`` etc. a list per choice) to (B, C, L) tensors;
+    ``labels`` (B,) are kept as a tensor."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        from fisherlab.tasks.base import pad_features
+
+        columns = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in features[0]]
+        batch = pad_features({c: [f[c] for f in features] for c in columns}, columns, self.tokenizer)
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([int(f["labels"]) for f in features])
+        return batch
+
+
+def data_collator(task: Any, tokenizer: Any) -> Any:
+    """The Trainer's collator for ``task``: ``MultipleChoiceCollator`` for multiple choice, else
+    ``transformers.DataCollatorWithPadding``."""
+    if getattr(task, "head", None) == "multiple_choice":
+        return MultipleChoiceCollator(tokenizer)
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
 
 
 def write_task_results(writer: Any, task: Any, source_language: str,
