@@ -53,6 +53,20 @@ def fixture_texts(root: Path) -> list[str]:
     return texts
 
 
+def with_edited_line(source: Path, target: Path, relative: str, number: int, edit) -> Path:
+    """A copy of the fixture tree ``source`` at ``target`` whose file ``relative`` has its line
+    ``number`` (1-based) replaced by ``edit(line)``; returns ``target``."""
+    import shutil
+
+    if not target.exists():
+        shutil.copytree(source, target)
+    path = target / relative
+    original = (source / relative).read_text(encoding="utf-8").splitlines()
+    original[number - 1] = edit(original[number - 1])
+    path.write_text("\n".join(original) + "\n", encoding="utf-8")
+    return target
+
+
 def save_tiny_base(path: Path, tokenizer, max_positions: int = 128) -> str:
     """A tiny BERT (``AutoAdapterModel`` from a config) and ``tokenizer`` saved as a base model directory."""
     import torch

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from task_helpers import FIXTURES, fixture_texts, train_steps, word_tokenizer
 
 from fisherlab.tasks import get_task
-from fisherlab.tasks._data import TaskDataError
 
 PAWSX = FIXTURES / "pawsx"
 
@@ -43,23 +40,6 @@ def test_dev_halves_for_the_two_stage_protocol():
     assert other.examples("train", "de") != first or other.examples("validation", "de") != second
     assert task.examples("train", "en") == get_task("pawsx", data_dir=PAWSX).examples("train", "en")
     assert len(task.examples("test", "de")) == 5  # test untouched
-
-
-def test_bad_input_is_named(tmp_path):
-    task = get_task("pawsx", data_dir=PAWSX)
-    with pytest.raises(ValueError, match=r"language 'it' unknown; this task has \['en', 'de', 'es'"):
-        task.examples("test", "it")
-    with pytest.raises(TaskDataError, match=r"x-final/fr/test_2k.tsv does not exist; it is part of PAWS-X \(http"):
-        task.examples("test", "fr")
-    shutil.copytree(PAWSX, tmp_path / "d")
-    path = tmp_path / "d" / "x-final" / "en" / "dev_2k.tsv"
-    lines = path.read_text(encoding="utf-8").splitlines()
-    path.write_text("\n".join([*lines[:2], lines[2].rsplit("\t", 1)[0] + "\t2", *lines[3:]]) + "\n")
-    with pytest.raises(TaskDataError, match=r"dev_2k.tsv:3: label '2' is not in the label set \['0', '1'\]"):
-        get_task("pawsx", data_dir=tmp_path / "d").examples("validation", "en")
-    path.write_text("\n".join([*lines[:4], lines[4].rsplit("\t", 1)[0], *lines[5:]]) + "\n")
-    with pytest.raises(TaskDataError, match=r"dev_2k.tsv:5 has 3 tab-separated fields, expected 4"):
-        get_task("pawsx", data_dir=tmp_path / "d").examples("validation", "en")
 
 
 def test_hub_mapping(monkeypatch):

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from task_helpers import FIXTURES, fixture_texts, train_steps, word_tokenizer
 
 from fisherlab.tasks import get_task
-from fisherlab.tasks._data import TaskDataError
 from fisherlab.tasks.xnli import LABELS
 
 XNLI = FIXTURES / "xnli"
@@ -37,30 +34,6 @@ def test_files_load_with_the_release_labels():
     assert dev[4]["text_a"] == 'Er sagte "gut" und ging.'  # unquoted TSV: quotes are text
     test = task.examples("test", "zh")
     assert len(test) == 5 and test[0]["text_b"] == "他一个字也没说。" and test[0]["label"] == 2
-
-
-def test_bad_input_is_named(tmp_path):
-    task = get_task("xnli", data_dir=XNLI)
-    with pytest.raises(ValueError, match=r"language 'xx' unknown; this task has \['en', 'ar'"):
-        task.examples("test", "xx")
-    with pytest.raises(TaskDataError, match="no train split for 'de'"):
-        task.examples("train", "de")
-    with pytest.raises(TaskDataError, match="has no rows with language 'fr'"):
-        task.examples("test", "fr")
-    empty = get_task("xnli", data_dir=tmp_path)
-    with pytest.raises(TaskDataError, match=r"multinli_1.0_train.jsonl does not exist; it is part of MultiNLI 1.0 \(http"):
-        empty.examples("train", "en")
-    with pytest.raises(TaskDataError, match=r"XNLI-1.0/xnli.dev.tsv does not exist; it is part of XNLI 1.0"):
-        empty.examples("validation", "en")
-    shutil.copytree(XNLI, tmp_path / "bad")
-    dev = tmp_path / "bad" / "XNLI-1.0" / "xnli.dev.tsv"
-    lines = dev.read_text(encoding="utf-8").splitlines()
-    dev.write_text("\n".join([*lines[:3], lines[3].replace("\t", " ", 2), *lines[4:]]) + "\n", encoding="utf-8")
-    with pytest.raises(TaskDataError, match=r"xnli.dev.tsv:4 has 17 tab-separated fields, expected 19"):
-        get_task("xnli", data_dir=tmp_path / "bad").examples("validation", "en")
-    dev.write_text("\n".join([*lines[:2], lines[2].replace("contradiction", "contra", 1), *lines[3:]]) + "\n")
-    with pytest.raises(TaskDataError, match=r"xnli.dev.tsv:3: label 'contra' is not in the label set"):
-        get_task("xnli", data_dir=tmp_path / "bad").examples("validation", "en")
 
 
 def test_hub_mapping(monkeypatch):
