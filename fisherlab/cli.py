@@ -122,6 +122,7 @@ def train(
     Any config field can be given or overridden as a flag after the file, HF-style:
     ``fisherlab train run.yaml --strategy gradual:k=50 --seed 3 --run_dir runs/gu-3``.
     """
+    from fisherlab.errors import FisherlabError
     from fisherlab.train import ConfigError, _parser, parse_config, run_training
 
     if help_fields:
@@ -133,7 +134,7 @@ def train(
     try:
         parsed = parse_config(config, args)
         run_dir = run_training(parsed)
-    except ConfigError as err:
+    except (ConfigError, FisherlabError) as err:  # e.g. a missing or malformed task data file
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     typer.echo(f"run written to {run_dir}")

@@ -78,3 +78,15 @@ def test_cli_train_from_yaml(task, tmp_path, request):
         assert sorted(validation[validation["metric"] == metric]["step"]) == [10, 20], metric
     test = run.metrics[run.metrics["split"] == "test"]
     assert len(test) == len(metrics) * len(languages.split(",")) and set(test["step"]) == {20}
+
+
+def test_cli_train_names_a_missing_data_file(tmp_path):
+    tokenizer = word_tokenizer(["a b"], max_length=32)
+    base = save_tiny_base(tmp_path / "base", tokenizer, max_positions=32)
+    (tmp_path / "empty").mkdir()
+    flags = ["--task", "xnli", "--data_dir", str(tmp_path / "empty"), "--base", base, "--run_dir",
+             str(tmp_path / "run"), "--max_steps", "2", "--use_cpu", "true", "--progress", "false"]
+    result = CliRunner().invoke(app, ["train", *flags])
+    assert result.exit_code == 2, result.output
+    assert "multinli_1.0/multinli_1.0_train.jsonl does not exist; it is part of MultiNLI 1.0" in result.output
+    assert not (tmp_path / "run" / "run.json").exists()
