@@ -154,3 +154,31 @@ def test_subset_of_rows_is_random_and_seeded():
     assert list(subset(data, 10, seed=0)["x"]) == picked and list(subset(data, 10, seed=1)["x"]) != picked
     with pytest.raises(ValueError, match="n must be positive"):
         subset(data, 0, seed=0)
+
+
+def test_xcopa_hub_mapping(monkeypatch):
+    import datasets
+
+    calls = []
+    features = datasets.Features({"premise": datasets.Value("string"), "choice1": datasets.Value("string"),
+                                  "choice2": datasets.Value("string"), "question": datasets.Value("string"),
+                                  "idx": datasets.Value("int32"), "label": datasets.Value("int32")})
+
+    def fake_load_dataset(path, split=None, revision=None, data_dir=None, **kwargs):
+        calls.append((path, split, revision, data_dir))
+        label = -1 if split == "test" and data_dir == "copa" else 1
+        return datasets.Dataset.from_dict({"premise": ["p"], "choice1": ["a"], "choice2": ["b"], "question": ["cause"],
+                                           "idx": [0], "label": [label]}, features=features)
+
+    monkeypatch.delenv("FISHERLAB_DATA", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    task = get_task("xcopa")
+    assert task.source == "hub" and "qu" in task.languages
+    row = {"premise": "p", "choice1": "a", "choice2": "b", "question": "cause", "label": 1}
+    assert task.examples("test", "qu") == [row] and task.examples("train", "en") == [row]
+    with pytest.raises(ValueError, match="no train split for 'qu'"):
+        task.examples("train", "qu")
+    with pytest.raises(ValueError, match=r"copa\) test row 0 label -1 is not in the label set \[0, 1\]"):
+        task.examples("test", "en")  # SuperGLUE's COPA test set is unlabelled
+    assert calls[:2] == [("cambridgeltl/xcopa", "test", "refs/convert/parquet", "qu"),
+                         ("aps/super_glue", "train", "refs/convert/parquet", "copa")]

@@ -37,12 +37,6 @@ def data_root(data_dir: str | Path | None, task: str) -> Path:
     return root
 
 
-def resolve_data_dir(data_dir: str | Path | None, task: str, subdir: str) -> Path:
-    """``data_root(data_dir)``, descending into ``subdir`` when it is there."""
-    root = data_root(data_dir, task)
-    return root / subdir if (root / subdir).is_dir() else root
-
-
 SOURCES = ("files", "hub")
 
 

@@ -38,7 +38,7 @@ CATALOG: tuple[TaskInfo, ...] = (
              _hub("squad", "mlqa"), "squad/{train,dev}-v1.1.json, MLQA_V1/{dev,test}/<split>-context-<l>-question-<l>.json"),
     TaskInfo("xquad", "SQuAD v1.1 train (en)", xquad.LANGUAGES, "f1 (+ exact_match), SQuAD script",
              _hub("squad", "xquad"), "squad/{train,dev}-v1.1.json, xquad/xquad.<lang>.json"),
-    TaskInfo("xcopa", "COPA train (en, SuperGLUE: 400)", xcopa.LANGUAGES, "accuracy", (),
+    TaskInfo("xcopa", "COPA train (en, SuperGLUE: 400)", xcopa.LANGUAGES, "accuracy", _hub("copa", "xcopa"),
              "COPA/{train,val}.jsonl or copa/{train,val,test}.en.jsonl, xcopa/<lang>/{val,test}.<lang>.jsonl"),
     TaskInfo("testbed", "synthetic world (source language)", (), "accuracy", (),
              "built by `fisherlab testbed build` (languages: the world's)"),

@@ -3,10 +3,10 @@
 Every hub dataset a task reads is a :class:`HubSource` (repository id, revision,
 how the config is named per language). Revisions are pinned per source in
 ``HUB_SOURCES`` and can be overridden per task (``revisions=`` option), so a run
-records exactly what it read. ``facebook/mlqa`` is a loading-script repository,
-which ``datasets`` >= 4 refuses to run; it is read from the hub's parquet
-conversion branch ``refs/convert/parquet`` (one folder per config, selected with
-``data_dir``).
+records exactly what it read. ``facebook/mlqa``, ``cambridgeltl/xcopa`` and ``aps/super_glue`` (COPA) are
+loading-script repositories, which ``datasets`` >= 4 refuses to run; they are read
+from the hub's parquet conversion branch ``refs/convert/parquet`` (one folder per
+config, ``<config>/<split>/0000.parquet``, selected with ``data_dir``).
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ class HubSource:
     data_dir: str | None = None
 
     def describe(self, language: str | None = None) -> str:
-        config = self.config.format(lang=language) if self.config and language else self.config
+        """``repo@revision (config or folder)`` for messages."""
+        part = self.config or self.data_dir
+        part = part.format(lang=language) if part and language else part
         where = f"{self.repo}@{self.revision}"
-        return f"{where} ({config})" if config else where
+        return f"{where} ({part})" if part else where
 
 
 # Named revisions: the branch each dataset is served from with `datasets` 5. Commit hashes could
@@ -43,6 +45,8 @@ HUB_SOURCES: dict[str, HubSource] = {
     "squad": HubSource("rajpurkar/squad", "main", config="plain_text"),
     "xquad": HubSource("google/xquad", "main", config="xquad.{lang}"),
     "mlqa": HubSource("facebook/mlqa", "refs/convert/parquet", data_dir="mlqa.{lang}.{lang}"),
+    "xcopa": HubSource("cambridgeltl/xcopa", "refs/convert/parquet", data_dir="{lang}"),
+    "copa": HubSource("aps/super_glue", "refs/convert/parquet", data_dir="copa"),
 }
 
 

@@ -40,6 +40,10 @@ class XNLITask(SentencePairTask):
     labels = LABELS
     all_languages = LANGUAGES
 
+    def __init__(self, data_dir=None, **options: Any) -> None:
+        super().__init__(data_dir, **options)
+        self._by_language: dict[Any, dict[str, list[dict[str, Any]]]] = {}
+
     def _train_check(self, split: str, language: str) -> None:
         if split == "train" and language != self.source_language:
             raise TaskDataError(f"{self.name}: no train split for {language!r} (XNLI trains on English "
@@ -60,12 +64,14 @@ class XNLITask(SentencePairTask):
                        f"{path}: dropped {dropped} rows with gold_label '-' (no consensus)")
             return rows
         path = require_file(self.root / "XNLI-1.0" / _XNLI_FILES[split], self.name, XNLI_RELEASE)
-        rows = []
-        for number, row in read_tsv(path, self.name, ("language", "gold_label", "sentence1", "sentence2")):
-            if row["language"] != language:
-                continue
-            label = label_index(row["gold_label"], LABELS, f"{self.name}: {path}:{number}")
-            rows.append({"text_a": row["sentence1"], "text_b": row["sentence2"], "label": label})
+        if path not in self._by_language:  # one file holds every language: parse it once
+            grouped: dict[str, list[dict[str, Any]]] = {}
+            for number, row in read_tsv(path, self.name, ("language", "gold_label", "sentence1", "sentence2")):
+                label = label_index(row["gold_label"], LABELS, f"{self.name}: {path}:{number}")
+                grouped.setdefault(row["language"], []).append(
+                    {"text_a": row["sentence1"], "text_b": row["sentence2"], "label": label})
+            self._by_language[path] = grouped
+        rows = self._by_language[path].get(language, [])
         if not rows:
             raise TaskDataError(f"{self.name}: {path} has no rows with language {language!r}")
         return rows
