@@ -122,6 +122,7 @@ def train(
     Any config field can be given or overridden as a flag after the file, HF-style:
     ``fisherlab train run.yaml --strategy gradual:k=50 --seed 3 --run_dir runs/gu-3``.
     """
+    from fisherlab.errors import FisherlabError
     from fisherlab.train import ConfigError, _parser, parse_config, run_training
 
     if help_fields:
@@ -133,10 +134,27 @@ def train(
     try:
         parsed = parse_config(config, args)
         run_dir = run_training(parsed)
-    except ConfigError as err:
+    except (ConfigError, FisherlabError) as err:  # e.g. a missing or malformed task data file
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     typer.echo(f"run written to {run_dir}")
+
+
+@app.command("tasks")
+def tasks() -> None:
+    """List the registered tasks with training data, test languages, metric and hub ids (docs/tasks.md)."""
+    from fisherlab.tasks import available_tasks
+    from fisherlab.tasks.catalog import CATALOG
+
+    known = {info.name: info for info in CATALOG}
+    for name in available_tasks():
+        info = known.get(name)
+        if info is None:
+            typer.echo(f"{name}: (registered; no description)")
+            continue
+        languages = ", ".join(info.languages) or "the world's languages"
+        typer.echo(f"{name}: train {info.training}; test {languages}; metric {info.metric}")
+        typer.echo(f"  hub: {', '.join(info.hub) or 'none (files only)'}; files: {info.layout}")
 
 
 @app.command("analyze")

@@ -61,7 +61,10 @@ class TaskArguments:
     source_language: str | None = field(default=None, metadata={"help": "Training language (default: the task's)."})
     languages: str | None = field(default=None, metadata={
         "help": "Comma-separated evaluation languages (default: all the task's languages)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Subsample the training set."})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "Directory of the task's release files (default: $FISHERLAB_DATA, else the hub); see docs/tasks.md."})
+    max_train_samples: int | None = field(default=None, metadata={
+        "help": "Train on a random subset of n examples (seeded by `seed`; QA: n questions)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Subsample validation/test sets."})
 
 
@@ -268,7 +271,8 @@ def load_task(config: RunConfig) -> Any:
     from fisherlab.tasks import get_task
 
     try:
-        return get_task(config.task.task, **_task_options(config))
+        data_dir = {"data_dir": config.task.data_dir} if config.task.data_dir else {}
+        return get_task(config.task.task, **data_dir, **_task_options(config))
     except TypeError as err:
         raise ConfigError(f"task_options: {config.task.task!r} does not accept these options ({err})") from err
     except (ValueError, OSError) as err:  # e.g. a missing or stale testbed, an unreadable data file

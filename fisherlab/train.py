@@ -70,6 +70,7 @@ def prepare_run(config: RunConfig) -> Prepared:
     from fisherlab.models import MadxError, build_madx
     from fisherlab.regularisers.strings import regulariser_from_spec
     from fisherlab.spec.strategies import StrategyError, strategy_from_string
+    from fisherlab.tasks.training import subset
 
     validate_static(config)
     if config.run.threads:
@@ -132,8 +133,7 @@ def prepare_run(config: RunConfig) -> Prepared:
         tokenizer = AutoTokenizer.from_pretrained(str(base))
     train_dataset = task.load("train", source, tokenizer)
     eval_dataset = task.load("validation", source, tokenizer)
-    if config.task.max_train_samples:
-        train_dataset = train_dataset.select(range(min(config.task.max_train_samples, len(train_dataset))))
+    train_dataset = subset(train_dataset, config.task.max_train_samples, config.training.seed)
     if config.task.max_eval_samples:
         eval_dataset = eval_dataset.select(range(min(config.task.max_eval_samples, len(eval_dataset))))
     regularisers = [regulariser_from_spec(spec, tokenizer=tokenizer) for spec in config.regulariser_specs()]
@@ -200,22 +200,13 @@ def _metrics_callback(writer: Any, source: str):
     return ValidationCurve()
 
 
-def _compute_metrics(task: Any):
-    import numpy as np
-
-    def compute(eval_pred) -> dict[str, float]:
-        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-        return task.compute_metrics(np.asarray(logits).argmax(-1).tolist(), np.asarray(eval_pred.label_ids).tolist())
-
-    return compute
-
-
 def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any] = ()) -> Any:
     """The Trainer (AdapterTrainer for adapter runs) with the unfreezing, probe and metric callbacks."""
     from adapters import AdapterTrainer
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import Trainer
 
     from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, make_trainer_class
+    from fisherlab.tasks.training import data_collator, trainer_metrics
 
     config = prepared.config
     base_class = Trainer if config.model.task_module == "full" else AdapterTrainer
@@ -235,12 +226,11 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
             estimator=config.probe.probe_estimator, blocks=prepared.blocks, writer=writer,
             seed=config.training.seed, batch_size=config.probe.probe_batch_size))
     callbacks.extend(extra_callbacks)
-    classification = getattr(prepared.task, "head", "classification") in ("classification", "multiple_choice")
     trainer = trainer_class(
         model=prepared.model, args=config.training, train_dataset=prepared.train_dataset,
         eval_dataset=prepared.eval_dataset if config.training.eval_strategy != "no" else None,
-        data_collator=DataCollatorWithPadding(prepared.tokenizer), callbacks=callbacks,
-        compute_metrics=_compute_metrics(prepared.task) if classification else None, **kwargs)
+        data_collator=data_collator(prepared.task, prepared.tokenizer), callbacks=callbacks,
+        compute_metrics=trainer_metrics(prepared.task, prepared.eval_dataset), **kwargs)
     if not config.run.progress:  # quiet: no per-log dict printing either
         from transformers.trainer_callback import PrinterCallback
 
@@ -248,15 +238,15 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
     return trainer
 
 
-def evaluate_languages(prepared: Prepared, progress: bool = True) -> dict[str, float]:
-    """Zero-shot test score per language, with that language's adapter swapped in."""
+def evaluate_languages(prepared: Prepared, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Zero-shot test scores per language ({metric: value}), with that language's adapter swapped in."""
     from tqdm.auto import tqdm
 
     from fisherlab.models import madx_setup, swap_language
 
     model, task = prepared.model, prepared.task
     setup = madx_setup(model)
-    scores: dict[str, float] = {}
+    scores: dict[str, dict[str, float]] = {}
     try:
         for language in tqdm(prepared.languages, desc="zero-shot evaluation", disable=not progress):
             if setup.languages:
@@ -265,7 +255,7 @@ def evaluate_languages(prepared: Prepared, progress: bool = True) -> dict[str, f
             if prepared.config.task.max_eval_samples:
                 dataset = dataset.select(range(min(prepared.config.task.max_eval_samples, len(dataset))))
             result = task.evaluate(model, dataset, prepared.tokenizer, batch_size=prepared.config.run.eval_batch_size)
-            scores[language] = float(result[task.metric])
+            scores[language] = {metric: float(value) for metric, value in result.items()}
     finally:
         if setup.languages:
             swap_language(model, prepared.source_language)
@@ -280,6 +270,7 @@ def run_training(config: RunConfig, extra_callbacks: Sequence[Any] = ()) -> Path
     the run store truncated to that step); a run that raises is marked ``failed``.
     """
     from fisherlab.runs import RunWriter
+    from fisherlab.tasks.training import write_task_results
 
     run_dir = Path(config.run.run_dir)
     validate_static(config)
@@ -307,9 +298,8 @@ def run_training(config: RunConfig, extra_callbacks: Sequence[Any] = ()) -> Path
         trainer = build_trainer(prepared, writer, extra_callbacks)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
         if trainer.is_world_process_zero():
-            per_language = evaluate_languages(prepared, progress=config.run.progress)
-            writer.write_results(metric=prepared.task.metric, source_language=prepared.source_language,
-                                 per_language=per_language)
+            scores = evaluate_languages(prepared, progress=config.run.progress)
+            write_task_results(writer, prepared.task, prepared.source_language, scores, trainer.state.global_step)
             writer.finish("completed")
     except BaseException as err:
         writer.finish("failed", error=f"{type(err).__name__}: {err}")

@@ -13,8 +13,12 @@ from fisherlab.tasks.metrics import accuracy, normalize_answer, squad_exact_matc
 
 
 def test_unknown_task_lists_the_known_ones():
+    from fisherlab.errors import FisherlabError
+
     with pytest.raises(UnknownTaskError, match="'xnlii' is not registered; known tasks: .*testbed"):
         get_task("xnlii")
+    assert issubclass(UnknownTaskError, FisherlabError) and issubclass(UnknownTaskError, ValueError)
+    assert {"mlqa", "pawsx", "testbed", "xcopa", "xnli", "xquad"} <= set(available_tasks())
 
 
 def test_register_task_as_decorator_and_duplicates():
@@ -53,7 +57,9 @@ def test_squad_metrics_follow_the_official_script():
     # best over gold answers, averaged over questions
     assert squad_f1(["red", "blue sky"], [["green", "red"], ["sky"]]) == pytest.approx(100 * (1 + 2 / 3) / 2)
     assert squad_exact_match(["red", "blue sky"], [["green", "red"], ["sky"]]) == 50.0
-    assert squad_f1([""], [["a"]]) == 100.0  # both normalise to empty
+    # both normalise to empty: the v1.1 script's F1 is 0 (no common token), its exact match 1
+    assert squad_f1([""], [["a"]]) == 0.0
+    assert squad_exact_match([""], [["a"]]) == 100.0
     with pytest.raises(ValueError, match=r"references\[0\]"):
         squad_f1(["x"], ["x"])
 
@@ -115,3 +121,65 @@ def test_pad_features_puts_the_batch_on_the_model_device(tiny_testbed):
     assert {v.device.type for v in on_meta.values()} == {"meta"}
     assert model_device(torch.nn.Linear(2, 2, device="meta")).type == "meta"
     assert model_device(torch.nn.ReLU()).type == "cpu"
+
+
+def test_cli_tasks_lists_every_task_with_its_languages():
+    from typer.testing import CliRunner
+
+    from fisherlab.cli import app
+    from fisherlab.tasks import mlqa, pawsx, xnli
+    from fisherlab.tasks.catalog import CATALOG
+
+    result = CliRunner().invoke(app, ["tasks"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name in available_tasks():
+        assert any(line.startswith(f"{name}: ") for line in lines), name
+    assert {info.name for info in CATALOG} <= set(available_tasks())
+    xnli_line = next(line for line in lines if line.startswith("xnli: "))
+    assert f"test {', '.join(xnli.LANGUAGES)};" in xnli_line and len(xnli.LANGUAGES) == 15
+    assert f"test {', '.join(pawsx.LANGUAGES)};" in next(line for line in lines if line.startswith("pawsx: "))
+    assert "facebook/mlqa@refs/convert/parquet" in result.output and len(mlqa.LANGUAGES) == 7
+    code = "import sys, fisherlab.tasks.catalog, fisherlab.tasks.mlqa_metric; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_subset_of_rows_is_random_and_seeded():
+    from datasets import Dataset
+
+    from fisherlab.tasks.training import subset
+
+    data = Dataset.from_dict({"x": list(range(100))})
+    picked = list(subset(data, 10, seed=0)["x"])
+    assert len(picked) == 10 and picked == sorted(picked) and picked != list(range(10))
+    assert list(subset(data, 10, seed=0)["x"]) == picked and list(subset(data, 10, seed=1)["x"]) != picked
+    with pytest.raises(ValueError, match="n must be positive"):
+        subset(data, 0, seed=0)
+
+
+def test_xcopa_hub_mapping(monkeypatch):
+    import datasets
+
+    calls = []
+    features = datasets.Features({"premise": datasets.Value("string"), "choice1": datasets.Value("string"),
+                                  "choice2": datasets.Value("string"), "question": datasets.Value("string"),
+                                  "idx": datasets.Value("int32"), "label": datasets.Value("int32")})
+
+    def fake_load_dataset(path, split=None, revision=None, data_dir=None, **kwargs):
+        calls.append((path, split, revision, data_dir))
+        label = -1 if split == "test" and data_dir == "copa" else 1
+        return datasets.Dataset.from_dict({"premise": ["p"], "choice1": ["a"], "choice2": ["b"], "question": ["cause"],
+                                           "idx": [0], "label": [label]}, features=features)
+
+    monkeypatch.delenv("FISHERLAB_DATA", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    task = get_task("xcopa")
+    assert task.source == "hub" and "qu" in task.languages
+    row = {"premise": "p", "choice1": "a", "choice2": "b", "question": "cause", "label": 1}
+    assert task.examples("test", "qu") == [row] and task.examples("train", "en") == [row]
+    with pytest.raises(ValueError, match="no train split for 'qu'"):
+        task.examples("train", "qu")
+    with pytest.raises(ValueError, match=r"copa\) test row 0 label -1 is not in the label set \[0, 1\]"):
+        task.examples("test", "en")  # SuperGLUE's COPA test set is unlabelled
+    assert calls[:2] == [("cambridgeltl/xcopa", "test", "refs/convert/parquet", "qu"),
+                         ("aps/super_glue", "train", "refs/convert/parquet", "copa")]

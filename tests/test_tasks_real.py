@@ -6,20 +6,9 @@ import json
 
 import pytest
 import torch
+from task_helpers import word_tokenizer as _word_tokenizer
 
 from fisherlab.tasks import get_task
-from fisherlab.testbed.tokenizer import build_tokenizer
-
-
-def _word_tokenizer(texts, max_length=512):
-    """A word-level fast tokenizer over the words of ``texts`` (no hub needed; offsets work)."""
-    from tokenizers import pre_tokenizers
-
-    splitter = pre_tokenizers.Whitespace()  # words and punctuation runs, like BERT's pre-tokenizer
-    words = (w for t in texts for w, _ in splitter.pre_tokenize_str(t))
-    tokenizer = build_tokenizer(words, model_max_length=max_length)
-    tokenizer.backend_tokenizer.pre_tokenizer = splitter
-    return tokenizer
 
 
 def test_xcopa_loads_multiple_choice_pairs(shared_data):
@@ -92,3 +81,21 @@ def test_xquad_evaluate_runs_a_qa_model(shared_data):
     model = tiny_adapter_model("bert", head="qa", vocab=len(tokenizer), max_positions=64)
     scores = task.evaluate(model, data, tokenizer, batch_size=4)
     assert set(scores) == {"f1", "exact_match"} and 0.0 <= scores["f1"] <= 100.0
+
+
+def test_xcopa_trains_on_english_copa_in_the_superglue_layout(shared_data, tmp_path):
+    from task_helpers import FIXTURES
+
+    (tmp_path / "xcopa").symlink_to(shared_data / "xcopa")
+    (tmp_path / "COPA").symlink_to(FIXTURES / "copa" / "COPA")
+    task = get_task("xcopa", data_dir=tmp_path)
+    assert task.path("train", "en") == tmp_path / "COPA" / "train.jsonl"
+    train = task.examples("train", "en")
+    assert len(train) == 8 and train[0]["premise"] == "My body cast a shadow over the grass."
+    assert [r["question"] for r in task.examples("validation", "en")] == ["effect"] * 4
+    # SuperGLUE's COPA test set is unlabelled: an English test score needs a labelled file
+    with pytest.raises(ValueError, match=r"COPA/test.jsonl:1 lacks field\(s\) \['label'\]"):
+        task.examples("test", "en")
+    (tmp_path / "copa").mkdir()
+    (tmp_path / "copa" / "train.en.jsonl").write_text((FIXTURES / "copa" / "COPA" / "val.jsonl").read_text())
+    assert task.path("train", "en") == tmp_path / "copa" / "train.en.jsonl"  # the copa/ layout is looked for first

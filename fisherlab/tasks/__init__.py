@@ -17,8 +17,11 @@ from fisherlab.tasks.base import HEAD_KINDS, SPLITS, ClassificationTask, Task
 TaskFactory = Callable[..., Task]
 
 _REGISTRY: dict[str, TaskFactory | str] = {
+    "mlqa": "fisherlab.tasks.mlqa:MLQATask",
+    "pawsx": "fisherlab.tasks.pawsx:PAWSXTask",
     "testbed": "fisherlab.tasks.testbed:TestbedTask",
     "xcopa": "fisherlab.tasks.xcopa:XCOPATask",
+    "xnli": "fisherlab.tasks.xnli:XNLITask",
     "xquad": "fisherlab.tasks.xquad:XQuADTask",
 }
 

@@ -79,6 +79,12 @@ class ClassificationTask:
     def model_defaults(self) -> dict[str, Any]:
         return {}
 
+    def trainer_compute_metrics(self, eval_dataset: Any = None):
+        """The Trainer's ``compute_metrics``: accuracy of the argmax predictions."""
+        from fisherlab.tasks.training import argmax_metrics
+
+        return argmax_metrics(self)
+
     def predict(self, model: Any, dataset: Any, tokenizer: Any, batch_size: int = 256) -> list[int]:
         """Argmax predictions of ``model`` on ``dataset`` (no gradients; mode restored afterwards)."""
         import torch

@@ -1,27 +1,35 @@
 """XCOPA (Ponti et al., 2020): causal commonsense reasoning, two choices; trained on English COPA.
 
 Files (the layout of the XCOPA release): ``<data_dir>/xcopa/<lang>/{val,test}.<lang>.jsonl``
-and, for the English source, ``<data_dir>/copa/{train,val,test}.en.jsonl`` (same
-fields). Each choice is encoded as the pair ``(premise + question prompt, choice)``;
+and, for the English source, English COPA as the FUN paper used it (Table 5: 400
+train, 100 validation): the SuperGLUE release ``<data_dir>/COPA/{train,val,test}.jsonl``
+(its ``test.jsonl`` is unlabelled, so English test needs a labelled file) or
+``<data_dir>/copa/{train,val,test}.en.jsonl`` (same fields; looked for first). Each choice is encoded as the pair ``(premise + question prompt, choice)``;
 the prompt is English for every language (XCOPA's ``question`` field is English).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from fisherlab.tasks._data import resolve_data_dir
+from fisherlab.tasks._data import TaskDataError, choose_source, read_jsonl
 from fisherlab.tasks.base import ClassificationTask
+from fisherlab.tasks.hub import HUB_SOURCES, load_hub_split
+
+LANGUAGES = ("en", "et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
+RELEASE = "XCOPA (https://github.com/cambridgeltl/xcopa, data/<lang>/)"
+COPA_RELEASE = "SuperGLUE COPA (https://dl.fbaipublicfiles.com/glue/superglue/data/v2/COPA.zip)"
 
 PROMPTS = {"cause": "What was the cause?", "effect": "What happened as a result?"}
 _SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}
+_HUB_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
 _FIELDS = ("premise", "choice1", "choice2", "question", "label")
 
 
 class XCOPATask(ClassificationTask):
-    """``get_task("xcopa", data_dir=...)``: languages are the XCOPA folders found, plus the source.
+    """``get_task("xcopa", data_dir=...)``: languages are the XCOPA folders found, plus the source;
+    ``get_task("xcopa")`` (hub): ``cambridgeltl/xcopa`` and SuperGLUE's COPA (``aps/super_glue``).
 
     ``max_examples`` keeps the first n examples of each file (smoke runs).
     """
@@ -30,49 +38,67 @@ class XCOPATask(ClassificationTask):
     num_labels = 2
     metric = "accuracy"
 
-    def __init__(self, data_dir: str | Path | None = None, *, source_language: str = "en",
+    def __init__(self, data_dir: str | Path | None = None, *, source: str | None = None,
+                 revisions: dict[str, str] | None = None, source_language: str = "en",
                  max_length: int = 128, max_examples: int | None = None, name: str = "xcopa") -> None:
         self.name = name
         self.max_examples = max_examples
-        self.root = resolve_data_dir(data_dir, name, "xcopa")
-        self.copa_root = self.root.parent / "copa"
+        self.source, data = choose_source(data_dir, source, name)
+        self.revisions = dict(revisions or {})
         self.source_language = source_language
         self.max_length = max_length
+        self.languages = LANGUAGES
+        if data is None:  # hub
+            return
+        self.root = data / "xcopa" if (data / "xcopa").is_dir() else data
+        self.copa_root = self.root.parent / "copa"
         found = sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
         if not found:
-            raise ValueError(f"{name}: no <lang>/*.jsonl folders under {self.root}")
+            raise TaskDataError(f"{name}: no <lang>/*.jsonl folders under {self.root} (from {RELEASE})")
         self.languages = tuple(dict.fromkeys([source_language, *found]))
 
     def path(self, split: str, language: str) -> Path:
         self.check_split(split, language)
         stem = f"{_SPLIT_FILES[split]}.{language}.jsonl"
         if language == self.source_language and not (self.root / language).is_dir():
-            return self.copa_root / stem
+            superglue = self.root.parent / "COPA" / f"{_SPLIT_FILES[split]}.jsonl"
+            return superglue if not (self.copa_root / stem).is_file() and superglue.is_file() else self.copa_root / stem
         return self.root / language / stem
 
     def examples(self, split: str, language: str) -> list[dict[str, Any]]:
-        """The raw examples, validated (file and line named on error)."""
+        """The raw examples, validated (file and line, or hub row, named on error)."""
+        if self.source == "hub":
+            rows = self._hub_rows(split, language)
+        else:
+            rows = self._file_rows(split, language)
+        return rows[: self.max_examples] if self.max_examples is not None else rows
+
+    def _check_row(self, row: dict[str, Any], where: str) -> dict[str, Any]:
+        if row["question"] not in PROMPTS:
+            raise TaskDataError(f"{where} question {row['question']!r} not in {list(PROMPTS)}")
+        if row["label"] not in (0, 1):
+            raise TaskDataError(f"{where} label {row['label']!r} is not in the label set [0, 1]")
+        return row
+
+    def _file_rows(self, split: str, language: str) -> list[dict[str, Any]]:
         path = self.path(split, language)
         if not path.is_file():
             hint = " (XCOPA has only val/test; train on English COPA)" if split == "train" else ""
-            raise ValueError(f"{self.name}: no {split} file for {language!r}: {path} does not exist{hint}")
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{self.name}: {path}:{number} is not JSON ({err})") from err
-            missing = [f for f in _FIELDS if f not in row]
-            if missing:
-                raise ValueError(f"{self.name}: {path}:{number} lacks field(s) {missing}")
-            if row["question"] not in PROMPTS:
-                raise ValueError(f"{self.name}: {path}:{number} question {row['question']!r} not in {list(PROMPTS)}")
-            if row["label"] not in (0, 1):
-                raise ValueError(f"{self.name}: {path}:{number} label {row['label']!r} not 0 or 1")
-            rows.append(row)
-        return rows[: self.max_examples] if self.max_examples is not None else rows
+            release = COPA_RELEASE if language == self.source_language else RELEASE
+            raise TaskDataError(f"{self.name}: no {split} file for {language!r}: {path} does not exist{hint}; "
+                                f"it is part of {release}")
+        return [self._check_row(row, f"{self.name}: {path}:{number}")
+                for number, row in read_jsonl(path, self.name, _FIELDS)]
+
+    def _hub_rows(self, split: str, language: str) -> list[dict[str, Any]]:
+        self.check_split(split, language)
+        key = "copa" if language == self.source_language else "xcopa"
+        if key == "xcopa" and split == "train":
+            raise TaskDataError(f"{self.name}: no train split for {language!r} (XCOPA has only validation/test; "
+                                "train on English COPA)")
+        data = load_hub_split(key, _HUB_SPLITS[split], language, self.name, self.revisions)
+        where = f"{self.name}: {HUB_SOURCES[key].describe(language)} {split} row"
+        return [self._check_row({f: row[f] for f in _FIELDS}, f"{where} {i}") for i, row in enumerate(data)]
 
     def load(self, split: str, language: str, tokenizer: Any = None):
         """Dataset with per-choice ``input_ids``/``attention_mask``/(``token_type_ids``) lists and ``labels``."""
