@@ -96,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trainer-steps", type=int, default=0, help="fun: also time GU vs FUN Trainer runs")
     parser.add_argument("--trainer-k", type=int, default=2)
     parser.add_argument("--trainer-reps", type=int, default=1)
+    parser.add_argument("--profile", default="", help="fisher: comma-separated methods to profile against "
+                        "fwd+bwd (cProfile on process CPU time), instead of timing")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
                         help="fp32, or bf16/fp16 autocast around every timed call")
@@ -176,6 +178,8 @@ def part_fisher(opts: argparse.Namespace, task_module: str) -> dict:
             del methods[name]
     if "fwd+bwd" in failed:
         raise RuntimeError(f"real_size: the baseline forward+backward failed: {failed['fwd+bwd']}")
+    if opts.profile:
+        return {"module": task_module, "profile": profile_ops(methods, opts.profile.split(","))}
     times = time_methods(methods, opts.reps, opts.seed, warmup=False, **timing_kwargs(opts))
     peak = cuda_peak_memory if torch.device(opts.device).type == "cuda" else peak_memory
     memory = {name: peak(fn) for name, fn in methods.items()} if opts.memory else {}
@@ -195,7 +199,44 @@ def part_fisher(opts: argparse.Namespace, task_module: str) -> dict:
     return result
 
 
+def profile_ops(methods: dict[str, Callable[[], object]], names: list[str], top: int = 12) -> dict:
+    """Per function self CPU seconds (cProfile with the process-time clock, so a loaded machine
+    does not inflate them) of one call of each of ``names`` and of ``fwd+bwd``; the functions
+    whose time differs most from the baseline's: where the extra time goes. Native work
+    shows under the Python function that started it (``torch.autograd.grad``, ``linear``, ...)."""
+    import cProfile
+    import pstats
+    import time as _time
+
+    def funcs(fn) -> dict[str, float]:
+        prof = cProfile.Profile(_time.process_time)
+        prof.runcall(fn)
+        stats = pstats.Stats(prof).stats
+        out: dict[str, float] = {}
+        for (path, line, func), (_, _, tottime, _, _) in stats.items():
+            key = f"{func} ({os.path.basename(path)}:{line})" if line else func
+            out[key] = out.get(key, 0.0) + tottime
+        return out
+
+    base = funcs(methods["fwd+bwd"])
+    out = {}
+    for name in names:
+        mine = funcs(methods[name])
+        diff = {k: mine.get(k, 0.0) - base.get(k, 0.0) for k in set(mine) | set(base)}
+        worst = sorted(diff, key=lambda k: -abs(diff[k]))[:top]
+        out[name] = {"total_s": sum(mine.values()), "base_total_s": sum(base.values()),
+                     "top": [(k, round(base.get(k, 0.0), 4), round(mine.get(k, 0.0), 4)) for k in worst]}
+    return out
+
+
 def print_fisher(opts, result) -> None:
+    if "profile" in result:
+        for name, p in result["profile"].items():
+            print(f"\n### profile {opts.preset}, {result['module']}: {name} {p['total_s']:.2f} s vs fwd+bwd "
+                  f"{p['base_total_s']:.2f} s (cProfile self CPU time, one call)\n")
+            print(table([[op, f"{b:.3f}", f"{m:.3f}", f"{m - b:+.3f}"] for op, b, m in p["top"]],
+                        ["op", "fwd+bwd s", f"{name} s", "difference"]))
+        return
     rows = []
     for name, e in result["methods"].items():
         target = TARGETS.get(name)
