@@ -41,6 +41,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from real_size import parse_args as real_size_args
 from real_size import part_fisher, part_fun, part_reg
 
 from fisherlab.blocks import BlockMap
@@ -134,9 +135,9 @@ def check_precision(opts: argparse.Namespace, device: torch.device) -> dict:
 
 def check_costs(opts: argparse.Namespace, device: torch.device) -> dict:
     """real_size's fisher / reg / fun parts at ``opts.preset`` size under bf16 autocast."""
-    ns = argparse.Namespace(preset=opts.preset, batch=opts.batch, seq=opts.seq, classes=3, reps=opts.reps,
-                            clock="wall", memory=True, skip="batch,empirical,reference,naive loop",
-                            device=str(device), precision="bf16", seed=0, trainer_steps=0)
+    ns = real_size_args(["--part", "fisher", "--preset", opts.preset, "--batch", str(opts.batch), "--seq",
+                         str(opts.seq), "--reps", str(opts.reps), "--clock", "wall", "--memory",
+                         "--device", str(device), "--precision", "bf16"])
     fisher = part_fisher(ns, "seq_bn")
     for entry in fisher["methods"].values():
         entry["examples_per_s"] = opts.batch / entry["median_s"]
