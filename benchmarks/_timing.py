@@ -7,6 +7,8 @@
   taken *within* each repetition.
 * :func:`peak_memory` -- peak bytes torch allocated on the CPU during one call, above the
   level at its start (torch.profiler ``profile_memory``; tracemalloc does not see torch).
+* :func:`profile_ops` -- where the extra time of a method over a baseline goes (cProfile on
+  process CPU time, per Python function).
 * :func:`clock` -- ``perf_counter`` ("wall") or ``process_time`` ("cpu": this process's
   CPU time, steadier on a loaded machine; use it with one torch thread, since busy-waiting
   threads count too).
@@ -103,3 +105,33 @@ def cuda_peak_memory(fn: Callable[[], object]) -> int:
     fn()
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated() - start
+
+
+def profile_ops(methods: dict[str, Callable[[], object]], names: list[str], top: int = 12) -> dict:
+    """Per function self CPU seconds (cProfile with the process-time clock, so a loaded machine
+    does not inflate them) of one call of each of ``names`` and of ``fwd+bwd``; the functions
+    whose time differs most from the baseline's: where the extra time goes. Native work
+    shows under the Python function that started it (``torch.autograd.grad``, ``linear``, ...)."""
+    import cProfile
+    import pstats
+    import time as _time
+
+    def funcs(fn) -> dict[str, float]:
+        prof = cProfile.Profile(_time.process_time)
+        prof.runcall(fn)
+        stats = pstats.Stats(prof).stats
+        out: dict[str, float] = {}
+        for (path, line, func), (_, _, tottime, _, _) in stats.items():
+            key = f"{func} ({os.path.basename(path)}:{line})" if line else func
+            out[key] = out.get(key, 0.0) + tottime
+        return out
+
+    base = funcs(methods["fwd+bwd"])
+    out = {}
+    for name in names:
+        mine = funcs(methods[name])
+        diff = {k: mine.get(k, 0.0) - base.get(k, 0.0) for k in set(mine) | set(base)}
+        worst = sorted(diff, key=lambda k: -abs(diff[k]))[:top]
+        out[name] = {"total_s": sum(mine.values()), "base_total_s": sum(base.values()),
+                     "top": [(k, round(base.get(k, 0.0), 4), round(mine.get(k, 0.0), 4)) for k in worst]}
+    return out

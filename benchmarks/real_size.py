@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from _timing import clock, cuda_peak_memory, peak_memory, ratio_spread, time_methods
+from _timing import clock, cuda_peak_memory, peak_memory, profile_ops, ratio_spread, time_methods
 from fisher_cost import block_params, make_methods
 from regulariser_cost import GOALS, VARIANTS
 from schedule_overhead import train_once
@@ -197,36 +197,6 @@ def part_fisher(opts: argparse.Namespace, task_module: str) -> dict:
     fwd = result["methods"]["forward only"]["ratio"]  # F / (F + B)
     result["exact_floor"] = fwd + (opts.classes - 1) * (1 - fwd)  # (F + (C-1)B) / (F + B)
     return result
-
-
-def profile_ops(methods: dict[str, Callable[[], object]], names: list[str], top: int = 12) -> dict:
-    """Per function self CPU seconds (cProfile with the process-time clock, so a loaded machine
-    does not inflate them) of one call of each of ``names`` and of ``fwd+bwd``; the functions
-    whose time differs most from the baseline's: where the extra time goes. Native work
-    shows under the Python function that started it (``torch.autograd.grad``, ``linear``, ...)."""
-    import cProfile
-    import pstats
-    import time as _time
-
-    def funcs(fn) -> dict[str, float]:
-        prof = cProfile.Profile(_time.process_time)
-        prof.runcall(fn)
-        stats = pstats.Stats(prof).stats
-        out: dict[str, float] = {}
-        for (path, line, func), (_, _, tottime, _, _) in stats.items():
-            key = f"{func} ({os.path.basename(path)}:{line})" if line else func
-            out[key] = out.get(key, 0.0) + tottime
-        return out
-
-    base = funcs(methods["fwd+bwd"])
-    out = {}
-    for name in names:
-        mine = funcs(methods[name])
-        diff = {k: mine.get(k, 0.0) - base.get(k, 0.0) for k in set(mine) | set(base)}
-        worst = sorted(diff, key=lambda k: -abs(diff[k]))[:top]
-        out[name] = {"total_s": sum(mine.values()), "base_total_s": sum(base.values()),
-                     "top": [(k, round(base.get(k, 0.0), 4), round(mine.get(k, 0.0), 4)) for k in worst]}
-    return out
 
 
 def print_fisher(opts, result) -> None:
