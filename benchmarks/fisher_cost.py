@@ -22,16 +22,14 @@ weights excluded). This sees every torch CPU allocation; tracemalloc does not.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
 
 import torch
+from _timing import peak_memory, time_methods
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -50,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--classes", type=int, default=3)
+    parser.add_argument("--max-positions", type=int, default=None, help="position table size (default: --seq)")
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--reduction-factor", type=int, default=16)
     parser.add_argument("--attn", default="eager", choices=("eager", "sdpa"))
@@ -80,7 +79,8 @@ def build(args: argparse.Namespace, task_module: str):
         args.arch, task_module=task_module, num_labels=args.classes, seed=args.seed,
         lora_r=args.lora_r, reduction_factor=args.reduction_factor, attn_implementation=args.attn,
         num_layers=args.layers, hidden=args.hidden, heads=args.heads,
-        intermediate=args.intermediate or 4 * args.hidden, vocab=args.vocab, max_positions=args.seq,
+        intermediate=args.intermediate or 4 * args.hidden, vocab=args.vocab,
+        max_positions=args.max_positions or args.seq,
     )
     model.train()
     batch = tiny_batch("classification", batch_size=args.batch, seq_len=args.seq, vocab=args.vocab,
@@ -189,46 +189,6 @@ def opacus_method(model, batch, params) -> Callable[[], object]:
 
 
 # ------------------------------------------------------------------------- measuring
-
-
-def peak_memory(fn: Callable[[], object]) -> int:
-    """Peak bytes allocated by torch on CPU during ``fn()`` above the level at its start."""
-    from torch.profiler import ProfilerActivity, profile
-
-    # Kineto prints start/stop lines on stderr: silence fd 2 while profiling.
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            fn()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as fh:
-            events = json.load(fh)["traceEvents"]
-    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
-    return max([0, *totals])
-
-
-def time_methods(methods: dict[str, Callable[[], object]], reps: int, seed: int,
-                 clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
-    """Seconds per call, each repetition running every method once in a shuffled order."""
-    order = list(methods)
-    rng = random.Random(seed)
-    for fn in methods.values():  # warm-up (lazy init, allocator)
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(reps):
-        rng.shuffle(order)
-        for name in order:
-            start = clock()
-            methods[name]()
-            times[name].append(clock() - start)
-    return times
 
 
 def report(title: str, methods: dict[str, Callable[[], object]], times: dict[str, list[float]],

@@ -71,14 +71,16 @@ def build(opts: argparse.Namespace):
     return model, data
 
 
-def train_once(opts: argparse.Namespace, config: str, out: str, order: list[int] | None = None
-               ) -> tuple[float, float, list]:
-    """(wall, CPU) seconds of ``trainer.train()`` for one configuration (model construction excluded)."""
+def train_once(opts: argparse.Namespace, config: str, out: str, order: list[int] | None = None,
+               build_fn=None) -> tuple[float, float, list]:
+    """(wall, CPU) seconds of ``trainer.train()`` for one configuration (model construction excluded).
+
+    ``build_fn(opts) -> (model, dataset)`` defaults to :func:`build` (the small bert)."""
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
     from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, bind_callbacks
 
-    model, data = build(opts)
+    model, data = (build_fn or build)(opts)
     callbacks = {
         "gradual": lambda: [UnfreezeCallback(f"gradual:k={opts.k}", "task")],
         "fisher": lambda: [UnfreezeCallback(f"fisher:k={opts.k};n_batches={opts.fun_batches};"
