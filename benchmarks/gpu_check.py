@@ -47,9 +47,8 @@ from real_size import part_fisher, part_fun, part_reg
 from fisherlab.blocks import BlockMap
 from fisherlab.fisher import trace_fisher
 from fisherlab.fisher.outputs import infer_output
-from fisherlab.fisher.probe import FisherProbeCallback
+from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, make_trainer_class
 from fisherlab.tiny import tiny_adapter_model, tiny_batch
-from fisherlab.unfreezing import UnfreezeCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import fisher_oracle as oracle  # noqa: E402  (tests/fisher_oracle.py: the float64 brute-force oracle)
@@ -169,7 +168,8 @@ def fun_run(opts: argparse.Namespace, device: torch.device, strategy: str) -> di
                                  per_device_train_batch_size=opts.batch, max_steps=opts.fun_steps,
                                  learning_rate=5e-4, logging_steps=10**9, save_strategy="no",
                                  label_names=["labels"], disable_tqdm=True, seed=0)
-        trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[unfreeze, probe])
+        trainer = make_trainer_class(Trainer)(model=model, args=args, train_dataset=dataset,
+                                              callbacks=[unfreeze, probe])
         trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()
         trainer.train()
