@@ -20,7 +20,7 @@ PACKAGE = ROOT / "fisherlab"
 
 #: Layers, lowest first: (name, module prefixes, torch-free?). A module imports its own layer or lower.
 LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
-    ("errors", ("fisherlab.errors", "fisherlab._lazy"), True),
+    ("errors", ("fisherlab.errors", "fisherlab._lazy", "fisherlab._jsonl"), True),
     ("spec", ("fisherlab.spec",), True),
     ("store", ("fisherlab.runs",), True),
     ("analysis", ("fisherlab.analysis",), True),

@@ -9,13 +9,13 @@ tokenizer) and measures tr(F) per block with :func:`trace_fisher`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fisherlab._jsonl import iter_json_objects
 from fisherlab.blocks import BlockMap, BlockMapError
 from fisherlab.fisher.estimators import FisherMeasurement, trace_fisher
 from fisherlab.fisher.outputs import FisherError, OutputKind, infer_output
@@ -166,23 +166,14 @@ def jsonl_batches(path: str | Path, tokenizer: Any, output: OutputKind, n_batche
     if output.name not in ("classification", "tagging", "mlm", "qa"):
         raise FisherError(f"--data {path}: text rows cannot be made into {output.name!r} inputs here; "
                           "use random batches")
+    rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        for number, row in iter_json_objects(path, lambda n, what: FisherError(f"--data {path}: line {n} {what}")):
+            rows.append((number, row))
+            if len(rows) >= n_batches * batch_size:
+                break
     except OSError as err:
         raise FisherError(f"--data {path}: cannot read the file ({err})") from err
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise FisherError(f"--data {path}: line {number} is not JSON ({err.msg})") from err
-        if not isinstance(row, dict):
-            raise FisherError(f"--data {path}: line {number} is not a JSON object")
-        rows.append((number, row))
-        if len(rows) >= n_batches * batch_size:
-            break
     if not rows:
         raise FisherError(f"--data {path}: no rows")
     fields = text_fields or (["text"] if "text" in rows[0][1] else

@@ -8,13 +8,13 @@ expected and where the release can be downloaded.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from fisherlab._jsonl import iter_json_objects
 from fisherlab.errors import FisherlabError
 
 logger = logging.getLogger(__name__)
@@ -87,20 +87,11 @@ def read_tsv(path: Path, task: str, columns: Sequence[str], header: bool = True)
 
 def read_jsonl(path: Path, task: str, fields: Sequence[str] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` of a JSON Lines file; a non-JSON line or missing field names the line."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TaskDataError(f"{task}: {path}:{number} is not JSON ({err})") from err
-            if not isinstance(row, dict):
-                raise TaskDataError(f"{task}: {path}:{number} is not a JSON object")
-            missing = [f for f in fields if f not in row]
-            if missing:
-                raise TaskDataError(f"{task}: {path}:{number} lacks field(s) {missing}")
-            yield number, row
+    for number, row in iter_json_objects(path, lambda n, what: TaskDataError(f"{task}: {path}:{n} {what}")):
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise TaskDataError(f"{task}: {path}:{number} lacks field(s) {missing}")
+        yield number, row
 
 
 def label_index(value: Any, labels: Sequence[str], where: str) -> int:
