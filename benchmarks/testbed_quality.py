@@ -8,15 +8,23 @@ adapter (``swap_language``) and, as a control, with the source adapter kept.
 Acceptance (issue 5): build <= 6 min on 2 cores; source accuracy >= 70; at least
 three target languages with chance + 5 <= accuracy <= source - 5 (means over
 seeds); one run (task adapter + evaluation of all languages) <= 2 min.
+Issue 13 (language adapters matter): the *swap gain* per language, own adapter
+minus source adapter kept, paired per task-adapter seed, with a 95% Student-t
+interval over seeds (``scipy.stats.t``); and the accuracy on items whose subject
+is a private (non-anchor) word, with an exact one-sided binomial test against
+chance on the pooled items of all seeds.
 Prints wall and CPU seconds (on a shared machine wall time is inflated by load).
 
     python benchmarks/testbed_quality.py --seeds 0 1 2 --threads 1
+    python benchmarks/testbed_quality.py --variant <name> --base-from <testbed dir> --out <dir>   # a variant
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -62,6 +70,55 @@ def subject_is_anchor(task) -> dict[str, list[bool]]:
             for lang in task.languages}
 
 
+def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student-t interval of ``values`` (independent seeds); nan bounds for one value."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def variant_config(name: str, seed: int):
+    """World settings of a named variant measured for issue 13 (``VARIANTS``)."""
+    if name not in VARIANTS:
+        raise SystemExit(f"--variant: unknown {name!r}; expected one of {sorted(VARIANTS)}")
+    return VARIANTS[name](seed)
+
+
+def _with_adapters(config, **changes):
+    return dataclasses.replace(config, adapters=dataclasses.replace(config.adapters, **changes))
+
+
+def _held_out(config, codes, pretrain_sentences=0):
+    return dataclasses.replace(config, languages=tuple(
+        dataclasses.replace(spec, pretrain_sentences=pretrain_sentences) if spec.code in codes else spec
+        for spec in config.languages))
+
+
+def _variants():
+    from fisherlab.testbed.world import LanguageSpec, default_world_config, old_default_world_config
+
+    def two_held_out(seed):
+        base = old_default_world_config(seed)
+        langs = list(base.languages)
+        langs.insert(-1, LanguageSpec("unk", shared_fraction=0.3, pretrain_sentences=0))
+        return _held_out(dataclasses.replace(base, languages=tuple(langs)), {"few"})
+
+    return {
+        "old-default": old_default_world_config,
+        "held-out": two_held_out,
+        "held-out+lexical": lambda s: _with_adapters(two_held_out(s), lexical=True),
+        "held-out+lexical-lr5e-3": lambda s: _with_adapters(two_held_out(s), lexical=True, lexical_lr=5e-3),
+        "default": default_world_config,
+    }
+
+
+VARIANTS = {}
+
+
 def one_run(task, seed: int, args) -> dict:
     from fisherlab.models import build_madx, swap_language
 
@@ -82,7 +139,7 @@ def one_run(task, seed: int, args) -> dict:
         swapped[lang] = task.compute_metrics(predictions, labels)["accuracy"]
         mine = [i for i, shared in enumerate(anchors[lang]) if not shared]
         private[lang] = (task.compute_metrics([predictions[i] for i in mine], [labels[i] for i in mine])["accuracy"]
-                         if mine else float("nan"))
+                         if mine else float("nan"))  # (percent of the private-subject items)
     swap_language(model, task.source_language)
     for lang in task.languages:
         kept[lang] = task.evaluate(model, tests[lang], task.tokenizer)["accuracy"]
@@ -93,6 +150,9 @@ def one_run(task, seed: int, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", default="default")
+    parser.add_argument("--variant", default=None, help="a named variant world (overrides --world)")
+    parser.add_argument("--base-from", default=None, help="copy the pretrained base of this testbed (variants "
+                        "that differ only in language-adapter settings)")
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="testbed directory (default: the cache)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -113,8 +173,11 @@ def main() -> None:
     if args.out and (Path(args.out) / "world.json").is_file() and not args.force:
         testbed = load_testbed(args.out)  # whatever world is there (e.g. a variant built elsewhere)
     else:
-        testbed = build_testbed(world_config(args.world, args.world_seed), args.out, threads=args.threads,
-                                progress=False, force=args.force)
+        VARIANTS.update(_variants())
+        config = (variant_config(args.variant, args.world_seed) if args.variant
+                  else world_config(args.world, args.world_seed))
+        testbed = build_testbed(config, args.out, threads=args.threads, progress=False, force=args.force,
+                                base_from=args.base_from)
     build_wall, build_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     recorded = testbed.manifest["build"]
     print(f"testbed {testbed.root} (hash {testbed.manifest['hash']})")
@@ -134,14 +197,30 @@ def main() -> None:
     print(f"\naccuracy % over seeds {args.seeds} (chance {chance:.1f}); band = [chance+5, source-5]")
     print("own adapter = Stack(lang, task) (MAD-X zero-shot); source adapter = the source language's kept;")
     print("private subject = items whose subject noun is not an anchor token (transfer beyond shared words)")
-    print(f"{'lang':6s} {'own adapter':>16s} {'source adapter':>15s} {'private subject':>22s}  in band")
-    in_band = []
+    print("swap gain = own - source adapter, paired per seed, mean [95% t-interval over seeds];")
+    print("private subject: mean [95% t-interval over seeds]")
+    pretrained = {spec.code: spec.pretrain_sentences for spec in task.testbed.config.languages}
+    print(f"{'lang':6s} {'pretrain':>8s} {'own adapter':>16s} {'source adapter':>15s} {'swap gain':>24s} "
+          f"{'private subject':>30s}  in band")
+    in_band, gains, private_ci = [], {}, {}
     for lang in task.languages:
         ok = lang != src and chance + 5 <= mean[lang] <= mean[src] - 5
         in_band += [lang] if ok else []
         n_private = sum(not a for a in anchors[lang])
-        print(f"{lang:6s} {mean[lang]:9.1f} +-{std[lang]:4.1f} {kept[lang]:15.1f} {private[lang]:11.1f} "
-              f"(n={n_private:4d})  {'yes' if ok else ''}")
+        gains[lang] = t_interval([r["swapped"][lang] - r["kept"][lang] for r in runs])
+        private_ci[lang] = (t_interval([r["private_subject"][lang] for r in runs]) if n_private
+                            else (math.nan,) * 3)
+        g, p = gains[lang], private_ci[lang]
+        print(f"{lang:6s} {pretrained[lang]:8d} {mean[lang]:9.1f} +-{std[lang]:4.1f} {kept[lang]:15.1f} "
+              f"{g[0]:+7.1f} [{g[1]:+6.1f}, {g[2]:+6.1f}] {p[0]:7.1f} [{p[1]:5.1f}, {p[2]:5.1f}] (n={n_private:4d})"
+              f"  {'yes' if ok else ''}")
+    gain_langs = [lang for lang in task.languages if lang != src and gains[lang][0] >= 3 and gains[lang][1] > 0]
+    held = [lang for lang in gain_langs if pretrained[lang] == 0]
+    private_langs = [lang for lang in task.languages if lang != src and private_ci[lang][1] > chance]
+    print(f"swap gain >= 3 with interval above 0: {gain_langs} (held out of pretraining: {held}); "
+          f"goal (>= 2, one held out): {len(gain_langs) >= 2 and bool(held)}")
+    print(f"private-subject accuracy above chance (interval above {chance:.1f}): {private_langs} "
+          f"(goal >= 2: {len(private_langs) >= 2})")
     run_wall = [r["wall"] for r in runs]
     run_cpu = [r["cpu"] for r in runs]
     print(f"\nsource {src}: {mean[src]:.1f} (>= 70: {mean[src] >= 70}); languages in band: {len(in_band)} "
@@ -151,7 +230,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"runs": runs, "mean": mean, "std": std, "kept": kept, "private_subject": private,
-                       "in_band": in_band,
+                       "in_band": in_band, "swap_gain": gains, "private_subject_ci": private_ci,
                        "build": recorded, "args": vars(args)}, fh, indent=1)
 
 

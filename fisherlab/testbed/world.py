@@ -94,7 +94,18 @@ class TrainSpec:
     lr: float = 2e-3
     mask_prob: float = 0.15
     pair_prob: float = 0.5
-    reduction_factor: int = 2  # language adapters only
+    # Language adapters only:
+    reduction_factor: int = 2
+    invertible: bool = True  # seq_bn_inv (MAD-X) rather than seq_bn
+    lexical: bool = False  # the adapter carries trained embeddings for its language's private tokens
+    lexical_lr: float | None = None  # learning rate of those embeddings (None: ``lr``)
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or self.reduction_factor < 1:
+            raise ValueError(f"TrainSpec: expected steps >= 0, batch_size >= 1, lr > 0, reduction_factor >= 1; "
+                             f"got {self.steps}, {self.batch_size}, {self.lr}, {self.reduction_factor}")
+        if self.lexical_lr is not None and self.lexical_lr <= 0:
+            raise ValueError(f"TrainSpec.lexical_lr: expected > 0 or None, got {self.lexical_lr}")
 
 
 @dataclass(frozen=True)
@@ -183,7 +194,12 @@ class WorldConfig:
 
 
 def default_world_config(seed: int = 0) -> WorldConfig:
-    """The embedded default world used by the demo, notebooks and benchmarks.
+    """The embedded default world used by the demo, notebooks and benchmarks."""
+    return old_default_world_config(seed)
+
+
+def old_default_world_config(seed: int = 0) -> WorldConfig:
+    """The default world of issue 5 (kept for comparison): language adapters do not matter in it.
 
     ``en`` is the English-heavy source. ``adj`` (adjectives and determiners after
     the noun), ``sov`` (verb-final with postpositions) and ``vso`` (verb-initial)
