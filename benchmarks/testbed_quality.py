@@ -92,26 +92,17 @@ def _with_adapters(config, **changes):
     return dataclasses.replace(config, adapters=dataclasses.replace(config.adapters, **changes))
 
 
-def _held_out(config, codes, pretrain_sentences=0):
-    return dataclasses.replace(config, languages=tuple(
-        dataclasses.replace(spec, pretrain_sentences=pretrain_sentences) if spec.code in codes else spec
-        for spec in config.languages))
-
-
 def _variants():
-    from fisherlab.testbed.world import LanguageSpec, default_world_config, old_default_world_config
+    """Variants measured for issue 13 (see benchmarks/RESULTS.md); ``default`` is the kept one."""
+    from fisherlab.testbed.world import default_world_config, old_default_world_config
 
-    def two_held_out(seed):
-        base = old_default_world_config(seed)
-        langs = list(base.languages)
-        langs.insert(-1, LanguageSpec("unk", shared_fraction=0.3, pretrain_sentences=0))
-        return _held_out(dataclasses.replace(base, languages=tuple(langs)), {"few"})
+    def held_out_lexical_150(seed):
+        """The default world with the issue-5 language-adapter budget (150 steps, one lr) plus lexical tables."""
+        return _with_adapters(default_world_config(seed), steps=150, lexical_lr=None)
 
     return {
         "old-default": old_default_world_config,
-        "held-out": two_held_out,
-        "held-out+lexical": lambda s: _with_adapters(two_held_out(s), lexical=True),
-        "held-out+lexical-lr5e-3": lambda s: _with_adapters(two_held_out(s), lexical=True, lexical_lr=5e-3),
+        "held-out+lexical-150": held_out_lexical_150,
         "default": default_world_config,
     }
 

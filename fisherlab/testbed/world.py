@@ -194,8 +194,30 @@ class WorldConfig:
 
 
 def default_world_config(seed: int = 0) -> WorldConfig:
-    """The embedded default world used by the demo, notebooks and benchmarks."""
-    return old_default_world_config(seed)
+    """The embedded default world used by the demo, notebooks and benchmarks.
+
+    ``en`` is the English-heavy source. Seen in pretraining (12,000 sentences
+    each, 30% of content words shared with ``en``): ``adj`` (adjectives and
+    determiners after the noun), ``sov`` (verb-final, postpositions), ``vso``
+    (verb-initial), ``lex`` (vocabulary remapping only). Held out of pretraining
+    entirely (the MAD-X case: the base never saw their private words): ``few``
+    (verb-final, adjective after the noun) and ``unk`` (vocabulary remapping
+    only). ``inv`` is a control: fully inverted with no shared tokens at all.
+    Language adapters (``seq_bn_inv``, 400 MLM steps) carry lexical tables:
+    trained embeddings for their language's private tokens (``lexical.py``).
+    """
+    languages = (
+        LanguageSpec("en", shared_fraction=1.0, pretrain_sentences=40_000),
+        LanguageSpec("adj", adjective="post", determiner="post", shared_fraction=0.3),
+        LanguageSpec("sov", word_order="SOV", adposition="post", shared_fraction=0.3),
+        LanguageSpec("vso", word_order="VSO", shared_fraction=0.3),
+        LanguageSpec("lex", shared_fraction=0.3),
+        LanguageSpec("few", word_order="SOV", adjective="post", shared_fraction=0.3, pretrain_sentences=0),
+        LanguageSpec("unk", shared_fraction=0.3, pretrain_sentences=0),
+        LanguageSpec("inv", inverted=True, shared_fraction=0.0, share_function_words=False),
+    )
+    adapters = TrainSpec(steps=400, lr=1e-3, pair_prob=0.0, lexical=True, lexical_lr=1e-2)
+    return WorldConfig(languages=languages, seed=seed, adapters=adapters)
 
 
 def old_default_world_config(seed: int = 0) -> WorldConfig:
