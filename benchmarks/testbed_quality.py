@@ -94,7 +94,7 @@ def _with_adapters(config, **changes):
 
 def _variants():
     """Variants measured for issue 13 (see benchmarks/RESULTS.md); ``default`` is the kept one."""
-    from fisherlab.testbed.world import default_world_config, old_default_world_config
+    from fisherlab.testbed import default_world_config, old_default_world_config
 
     def held_out_lexical_150(seed):
         """The default world with the issue-5 language-adapter budget (150 steps, one lr) plus lexical tables."""

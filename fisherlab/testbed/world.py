@@ -206,18 +206,27 @@ def default_world_config(seed: int = 0) -> WorldConfig:
     Language adapters (``seq_bn_inv``, 400 MLM steps) carry lexical tables:
     trained embeddings for their language's private tokens (``lexical.py``).
     """
+    seen = _seen_languages()
     languages = (
+        *seen[:-1],
+        LanguageSpec("few", word_order="SOV", adjective="post", shared_fraction=0.3, pretrain_sentences=0),
+        LanguageSpec("unk", shared_fraction=0.3, pretrain_sentences=0),
+        seen[-1],
+    )
+    adapters = TrainSpec(steps=400, lr=1e-3, pair_prob=0.0, lexical=True, lexical_lr=1e-2)
+    return WorldConfig(languages=languages, seed=seed, adapters=adapters)
+
+
+def _seen_languages() -> tuple[LanguageSpec, ...]:
+    """``en``, ``adj``, ``sov``, ``vso``, ``lex`` and the control ``inv``: the languages both defaults share."""
+    return (
         LanguageSpec("en", shared_fraction=1.0, pretrain_sentences=40_000),
         LanguageSpec("adj", adjective="post", determiner="post", shared_fraction=0.3),
         LanguageSpec("sov", word_order="SOV", adposition="post", shared_fraction=0.3),
         LanguageSpec("vso", word_order="VSO", shared_fraction=0.3),
         LanguageSpec("lex", shared_fraction=0.3),
-        LanguageSpec("few", word_order="SOV", adjective="post", shared_fraction=0.3, pretrain_sentences=0),
-        LanguageSpec("unk", shared_fraction=0.3, pretrain_sentences=0),
         LanguageSpec("inv", inverted=True, shared_fraction=0.0, share_function_words=False),
     )
-    adapters = TrainSpec(steps=400, lr=1e-3, pair_prob=0.0, lexical=True, lexical_lr=1e-2)
-    return WorldConfig(languages=languages, seed=seed, adapters=adapters)
 
 
 def old_default_world_config(seed: int = 0) -> WorldConfig:
@@ -227,19 +236,13 @@ def old_default_world_config(seed: int = 0) -> WorldConfig:
     the noun), ``sov`` (verb-final with postpositions) and ``vso`` (verb-initial)
     change order and share 30% of content words; ``lex`` only remaps the
     vocabulary (30% shared); ``few`` is verb-final, adjective-final and mostly
-    held out of pretraining (so its language adapter matters); ``inv`` is a
-    control: fully inverted with no shared tokens at all.
+    held out of pretraining (500 sentences); ``inv`` is a control: fully
+    inverted with no shared tokens at all. Language adapters: 150 steps, no
+    lexical tables.
     """
-    languages = (
-        LanguageSpec("en", shared_fraction=1.0, pretrain_sentences=40_000),
-        LanguageSpec("adj", adjective="post", determiner="post", shared_fraction=0.3),
-        LanguageSpec("sov", word_order="SOV", adposition="post", shared_fraction=0.3),
-        LanguageSpec("vso", word_order="VSO", shared_fraction=0.3),
-        LanguageSpec("lex", shared_fraction=0.3),
-        LanguageSpec("few", word_order="SOV", adjective="post", shared_fraction=0.3, pretrain_sentences=500),
-        LanguageSpec("inv", inverted=True, shared_fraction=0.0, share_function_words=False),
-    )
-    return WorldConfig(languages=languages, seed=seed)
+    seen = _seen_languages()
+    few = LanguageSpec("few", word_order="SOV", adjective="post", shared_fraction=0.3, pretrain_sentences=500)
+    return WorldConfig(languages=(*seen[:-1], few, seen[-1]), seed=seed)
 
 
 def tiny_world_config(seed: int = 0) -> WorldConfig:
