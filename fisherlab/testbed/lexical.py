@@ -57,9 +57,7 @@ class LexicalTable(torch.nn.Module):
     def embed(self, input_ids: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """``embeddings`` [..., hidden] with the rows of this table's tokens in ``input_ids`` [...] replaced."""
         rows = self.position.to(input_ids.device)[input_ids]
-        hit = rows >= 0
-        if not bool(hit.any()):
-            return embeddings
+        hit = rows >= 0  # no data-dependent branch: the hook stays traceable (torch.func, jit)
         replaced = self.weight[rows.clamp(min=0)].to(embeddings.dtype)
         return torch.where(hit.unsqueeze(-1), replaced, embeddings)
 
