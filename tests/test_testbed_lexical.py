@@ -10,7 +10,13 @@ import torch
 from fisherlab.testbed import build_testbed, tiny_world_config
 from fisherlab.testbed.lang_adapters import language_adapter_model, private_token_ids
 from fisherlab.testbed.languages import build_languages
-from fisherlab.testbed.lexical import LEXICAL_FILE, LexicalTable, add_lexical, load_lexical, save_lexical
+from fisherlab.testbed.lexical import (
+    LEXICAL_FILE,
+    LexicalTable,
+    add_lexical,
+    load_lexical,
+    save_lexical,
+)
 from fisherlab.testbed.pretrain import encode_corpus, train_mlm
 
 pytestmark = pytest.mark.usefixtures("one_thread")

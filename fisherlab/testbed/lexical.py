@@ -154,7 +154,8 @@ def load_lexical(model: torch.nn.Module, adapter: str, directory: str | Path) ->
         data = load_file(str(path))
         token_ids, weight, bias = data["token_ids"], data["weight"], data["bias"]
     except (KeyError, OSError, RuntimeError) as err:
-        raise ValueError(f"load_lexical: {path} is not a lexical table (expected token_ids, weight, bias): {err}")
+        raise ValueError(f"load_lexical: {path} is not a lexical table (expected token_ids, weight, bias): "
+                         f"{err}") from err
     embeddings = model.get_input_embeddings().weight
     if weight.dim() != 2 or weight.shape[1] != embeddings.shape[1]:
         raise ValueError(f"load_lexical: {path} has rows of width {tuple(weight.shape)[1:]}, the model's "
