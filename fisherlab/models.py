@@ -98,6 +98,14 @@ def _added_parameters(model: torch.nn.Module, add: Callable[[], Any]) -> list[st
     return [name for name, p in model.named_parameters() if id(p) not in before]
 
 
+def _load_adapter_dir(model: torch.nn.Module, language: str, path: Path) -> None:
+    """``load_adapter`` plus the adapter's lexical table (private-token embeddings), if it carries one."""
+    from fisherlab.testbed.lexical import load_lexical
+
+    model.load_adapter(str(path), load_as=language, with_head=False)
+    load_lexical(model, language, path)
+
+
 def load_language_adapter(model: torch.nn.Module, language: str, source: str | Path,
                           trainer: LanguageAdapterTrainer | None = None) -> list[str]:
     """Load language adapter ``language`` from a directory or AdapterHub/HF id; train it if missing.
@@ -115,8 +123,7 @@ def load_language_adapter(model: torch.nn.Module, language: str, source: str | P
                     "(no adapter_config.json) and no trainer was given to create it")
             path.parent.mkdir(parents=True, exist_ok=True)
             return _added_parameters(model, lambda: trainer(model, language, path))
-        return _added_parameters(
-            model, lambda: model.load_adapter(str(path), load_as=language, with_head=False))
+        return _added_parameters(model, lambda: _load_adapter_dir(model, language, path))
     try:
         return _added_parameters(model, lambda: model.load_adapter(text, load_as=language, with_head=False))
     except Exception as err:  # the hub client raises many types; name the field instead

@@ -25,6 +25,7 @@ from fisherlab.testbed.world import (
     World,
     WorldConfig,
     default_world_config,
+    old_default_world_config,
     tiny_world_config,
     world_config,
 )
@@ -32,5 +33,5 @@ from fisherlab.testbed.world import (
 __all__ = [
     "Language", "LanguageSpec", "Meaning", "ModelSpec", "TaskSpec", "Testbed", "TestbedError", "TrainSpec",
     "World", "WorldConfig", "build_languages", "build_testbed", "default_cache_dir", "default_world_config",
-    "load_testbed", "tiny_world_config", "world_config",
+    "load_testbed", "old_default_world_config", "tiny_world_config", "world_config",
 ]

@@ -102,12 +102,15 @@ def load_testbed(path: str | Path) -> Testbed:
 
 
 def build_testbed(config: WorldConfig | str = "default", out: str | Path | None = None, *, threads: int = 1,
-                  progress: bool = True, force: bool = False) -> Testbed:
+                  progress: bool = True, force: bool = False, base_from: str | Path | None = None) -> Testbed:
     """Build (or reuse) the testbed for ``config`` in ``out`` (default: cache dir / hash).
 
     A complete testbed with the same hash in ``out`` is reused without work.
     ``threads`` sets torch's intra-op threads for the build (restored after);
-    on a loaded 2-core machine 1 is much faster than 2.
+    on a loaded 2-core machine 1 is much faster than 2. ``base_from``: a built
+    testbed whose settings differ from ``config`` only in the language-adapter
+    and task settings; its pretrained base is copied instead of retrained (the
+    build is deterministic, so the result is the same; for measuring variants).
     """
     import torch
 
@@ -132,7 +135,7 @@ def build_testbed(config: WorldConfig | str = "default", out: str | Path | None 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        _build_into(config, staging, threads, progress)
+        _build_into(config, staging, threads, progress, _reusable_base(config, base_from))
         if root.exists():
             shutil.rmtree(root)
         staging.rename(root)
@@ -142,7 +145,20 @@ def build_testbed(config: WorldConfig | str = "default", out: str | Path | None 
     return load_testbed(root)
 
 
-def _build_into(config: WorldConfig, staging: Path, threads: int, progress: bool) -> dict[str, Any]:
+def _reusable_base(config: WorldConfig, base_from: str | Path | None) -> Testbed | None:
+    """The testbed at ``base_from`` if its base was pretrained exactly as ``config``'s would be."""
+    if base_from is None:
+        return None
+    donor = load_testbed(base_from)
+    strip = {"adapters": None, "task": None}
+    if {**donor.config.to_dict(), **strip} != {**config.to_dict(), **strip}:
+        raise TestbedError(f"build_testbed: base_from {base_from} was pretrained with other settings than this "
+                           "world (only the language-adapter and task settings may differ)")
+    return donor
+
+
+def _build_into(config: WorldConfig, staging: Path, threads: int, progress: bool,
+                donor: Testbed | None = None) -> dict[str, Any]:
     import adapters
     import torch
     import transformers
@@ -174,12 +190,16 @@ def _build_into(config: WorldConfig, staging: Path, threads: int, progress: bool
             pretrain_corpus.token_type_ids += part.token_type_ids
     data_seconds = time.perf_counter() - wall0
 
-    model = new_encoder(config.model, len(tokenizer), config.seed)
-    pretrain_losses = train_mlm(model, pretrain_corpus, config.pretrain, len(tokenizer), config.seed,
-                                desc="pretraining", progress=progress)
     base = staging / "base"
-    model.save_pretrained(str(base))
-    tokenizer.save_pretrained(str(base))
+    if donor is None:
+        model = new_encoder(config.model, len(tokenizer), config.seed)
+        pretrain_losses = train_mlm(model, pretrain_corpus, config.pretrain, len(tokenizer), config.seed,
+                                    desc="pretraining", progress=progress)
+        model.save_pretrained(str(base))
+        tokenizer.save_pretrained(str(base))
+    else:
+        shutil.copytree(donor.base_dir, base)
+        pretrain_losses = donor.manifest["build"]["pretrain_loss"]  # already summarised
     pretrain_seconds = time.perf_counter() - wall0 - data_seconds
 
     adapter_paths: dict[str, str] = {}
@@ -210,7 +230,8 @@ def _build_into(config: WorldConfig, staging: Path, threads: int, progress: bool
             "cpu_seconds": round(time.process_time() - cpu0, 2),
             "data_seconds": round(data_seconds, 2),
             "pretrain_seconds": round(pretrain_seconds, 2),
-            "pretrain_loss": _ends(pretrain_losses),
+            "pretrain_loss": _ends(pretrain_losses) if donor is None else pretrain_losses,
+            "base_from": None if donor is None else donor.manifest["hash"],
             "adapter_loss": {code: _ends(v) for code, v in adapter_losses.items()},
         },
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,

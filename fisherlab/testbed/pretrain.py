@@ -83,11 +83,13 @@ def mlm_batch(corpus: EncodedCorpus, indices: Iterable[int], vocab_size: int, ma
 
 
 def train_mlm(model: torch.nn.Module, corpus: EncodedCorpus, spec: TrainSpec, vocab_size: int, seed: int,
-              desc: str = "mlm", progress: bool = True) -> list[float]:
+              desc: str = "mlm", progress: bool = True, lr_overrides: dict[int, float] | None = None) -> list[float]:
     """Train the parameters of ``model`` that require grad with MLM for ``spec.steps`` steps.
 
     AdamW, linear warm-up (5%) and decay, gradient norm clipped at 1. Returns the
     per-step losses. Runs under a forked RNG seeded with ``seed`` (dropout).
+    ``lr_overrides`` maps ``id(parameter)`` to its own peak learning rate
+    (e.g. a language adapter's lexical embeddings); the rest use ``spec.lr``.
     """
     from tqdm.auto import tqdm
 
@@ -96,7 +98,12 @@ def train_mlm(model: torch.nn.Module, corpus: EncodedCorpus, spec: TrainSpec, vo
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{desc}: no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.01)
+    lr_overrides = lr_overrides or {}
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for p in params:
+        groups.setdefault(lr_overrides.get(id(p), spec.lr), []).append(p)
+    optimizer = torch.optim.AdamW([{"params": ps, "lr": lr} for lr, ps in groups.items()], lr=spec.lr,
+                                  weight_decay=0.01)
     warmup = max(1, spec.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (spec.steps - s) / max(1, spec.steps - warmup))))

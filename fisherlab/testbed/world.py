@@ -94,7 +94,18 @@ class TrainSpec:
     lr: float = 2e-3
     mask_prob: float = 0.15
     pair_prob: float = 0.5
-    reduction_factor: int = 2  # language adapters only
+    # Language adapters only:
+    reduction_factor: int = 2
+    invertible: bool = True  # seq_bn_inv (MAD-X) rather than seq_bn
+    lexical: bool = False  # the adapter carries trained embeddings for its language's private tokens
+    lexical_lr: float | None = None  # learning rate of those embeddings (None: ``lr``)
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or self.reduction_factor < 1:
+            raise ValueError(f"TrainSpec: expected steps >= 0, batch_size >= 1, lr > 0, reduction_factor >= 1; "
+                             f"got {self.steps}, {self.batch_size}, {self.lr}, {self.reduction_factor}")
+        if self.lexical_lr is not None and self.lexical_lr <= 0:
+            raise ValueError(f"TrainSpec.lexical_lr: expected > 0 or None, got {self.lexical_lr}")
 
 
 @dataclass(frozen=True)
@@ -185,23 +196,53 @@ class WorldConfig:
 def default_world_config(seed: int = 0) -> WorldConfig:
     """The embedded default world used by the demo, notebooks and benchmarks.
 
-    ``en`` is the English-heavy source. ``adj`` (adjectives and determiners after
-    the noun), ``sov`` (verb-final with postpositions) and ``vso`` (verb-initial)
-    change order and share 30% of content words; ``lex`` only remaps the
-    vocabulary (30% shared); ``few`` is verb-final, adjective-final and mostly
-    held out of pretraining (so its language adapter matters); ``inv`` is a
-    control: fully inverted with no shared tokens at all.
+    ``en`` is the English-heavy source. Seen in pretraining (12,000 sentences
+    each, 30% of content words shared with ``en``): ``adj`` (adjectives and
+    determiners after the noun), ``sov`` (verb-final, postpositions), ``vso``
+    (verb-initial), ``lex`` (vocabulary remapping only). Held out of pretraining
+    entirely (the MAD-X case: the base never saw their private words): ``few``
+    (verb-final, adjective after the noun) and ``unk`` (vocabulary remapping
+    only). ``inv`` is a control: fully inverted with no shared tokens at all.
+    Language adapters (``seq_bn_inv``, 400 MLM steps) carry lexical tables:
+    trained embeddings for their language's private tokens (``lexical.py``).
     """
+    seen = _seen_languages()
     languages = (
+        *seen[:-1],
+        LanguageSpec("few", word_order="SOV", adjective="post", shared_fraction=0.3, pretrain_sentences=0),
+        LanguageSpec("unk", shared_fraction=0.3, pretrain_sentences=0),
+        seen[-1],
+    )
+    adapters = TrainSpec(steps=400, lr=1e-3, pair_prob=0.0, lexical=True, lexical_lr=1e-2)
+    return WorldConfig(languages=languages, seed=seed, adapters=adapters)
+
+
+def _seen_languages() -> tuple[LanguageSpec, ...]:
+    """``en``, ``adj``, ``sov``, ``vso``, ``lex`` and the control ``inv``: the languages both defaults share."""
+    return (
         LanguageSpec("en", shared_fraction=1.0, pretrain_sentences=40_000),
         LanguageSpec("adj", adjective="post", determiner="post", shared_fraction=0.3),
         LanguageSpec("sov", word_order="SOV", adposition="post", shared_fraction=0.3),
         LanguageSpec("vso", word_order="VSO", shared_fraction=0.3),
         LanguageSpec("lex", shared_fraction=0.3),
-        LanguageSpec("few", word_order="SOV", adjective="post", shared_fraction=0.3, pretrain_sentences=500),
         LanguageSpec("inv", inverted=True, shared_fraction=0.0, share_function_words=False),
     )
-    return WorldConfig(languages=languages, seed=seed)
+
+
+def old_default_world_config(seed: int = 0) -> WorldConfig:
+    """The default world of issue 5 (kept for comparison): language adapters do not matter in it.
+
+    ``en`` is the English-heavy source. ``adj`` (adjectives and determiners after
+    the noun), ``sov`` (verb-final with postpositions) and ``vso`` (verb-initial)
+    change order and share 30% of content words; ``lex`` only remaps the
+    vocabulary (30% shared); ``few`` is verb-final, adjective-final and mostly
+    held out of pretraining (500 sentences); ``inv`` is a control: fully
+    inverted with no shared tokens at all. Language adapters: 150 steps, no
+    lexical tables.
+    """
+    seen = _seen_languages()
+    few = LanguageSpec("few", word_order="SOV", adjective="post", shared_fraction=0.3, pretrain_sentences=500)
+    return WorldConfig(languages=(*seen[:-1], few, seen[-1]), seed=seed)
 
 
 def tiny_world_config(seed: int = 0) -> WorldConfig:
