@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-from fisherlab.torch_utils import unwrap_model
+from fisherlab.torch_utils import model_device, unwrap_model
 
 AUTOCAST_NAMES = {torch.bfloat16: "bf16-autocast", torch.float16: "fp16-autocast"}
 
@@ -97,6 +98,31 @@ class PrecisionRecorder:
         return any(name.startswith(("bf16", "fp16", "bfloat16", "float16")) for name in self.seen)
 
 
+def autocast_forward(model: nn.Module) -> bool:
+    """Whether a forward of ``model`` called now runs under autocast: an enclosing
+    ``torch.autocast`` on the model's device, or ``accelerate``'s autocast wrapper on the
+    (unwrapped) model's ``forward`` (a Trainer with ``bf16``/``fp16`` native AMP)."""
+    inner = unwrap_model(model)
+    return torch.is_autocast_enabled(model_device(inner).type) or "_original_forward" in inner.__dict__
+
+
+@contextmanager
+def full_precision(model: nn.Module) -> Iterator[None]:
+    """Run the body with autocast off, including inside the model's forward: ``accelerate``'s
+    autocast wrapper (``model.forward`` with ``model._original_forward`` kept beside it) is
+    taken off the unwrapped model for the body and put back after."""
+    inner = unwrap_model(model)
+    patched = inner.__dict__.get("forward") if "_original_forward" in inner.__dict__ else None
+    if patched is not None:
+        inner.forward = inner.__dict__["_original_forward"]
+    try:
+        with torch.autocast(model_device(inner).type, enabled=False):
+            yield
+    finally:
+        if patched is not None:
+            inner.forward = patched
+
+
 def nonfinite_blocks(traces: Mapping[str, float]) -> list[str]:
     """Blocks whose trace is NaN or infinite."""
     return [name for name, value in traces.items() if not math.isfinite(float(value))]
@@ -112,5 +138,5 @@ def warn_nonfinite(who: str, blocks: list[str], precision: str | None, stackleve
                   f"with nonfinite=true and not used as a number.{hint}", NonFiniteWarning, stacklevel=stacklevel)
 
 
-__all__ = ["AUTOCAST_NAMES", "NonFiniteWarning", "PrecisionRecorder", "current_precision", "dtype_name",
+__all__ = ["AUTOCAST_NAMES", "autocast_forward", "full_precision", "NonFiniteWarning", "PrecisionRecorder", "current_precision", "dtype_name",
            "nonfinite_blocks", "warn_nonfinite"]
