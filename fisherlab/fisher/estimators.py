@@ -48,7 +48,13 @@ from fisherlab.fisher.outputs import (
     infer_output,
 )
 from fisherlab.fisher.precision import PrecisionRecorder, nonfinite_blocks, warn_nonfinite
-from fisherlab.torch_utils import cuda_devices, model_inputs, preserved_modes, unwrap_model
+from fisherlab.torch_utils import (
+    check_autograd_grad_ok,
+    cuda_devices,
+    model_inputs,
+    preserved_modes,
+    unwrap_model,
+)
 
 ESTIMATORS = ("per_example", "exact", "batch", "empirical", "reference")
 LABELS = {"per_example": "sampled", "exact": "expectation", "batch": "sampled",
@@ -258,6 +264,8 @@ def trace_fisher(
     model = unwrap_model(model)  # torch.compile / DDP wrappers: measure the bare module, eagerly
     block_map, names, params = _resolve_blocks(model, blocks, block_names, adapter)
     trainable = {n: all(p.requires_grad for p in params[n]) for n in names}
+    if model.training:  # HF checkpointing runs in train mode only
+        check_autograd_grad_ok(model, "trace_fisher", FisherError)
     first_param = params[names[0]][0]
     device = first_param.device
     meta: dict[str, Any] = {
