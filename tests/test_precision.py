@@ -26,7 +26,12 @@ from transformers import Trainer, default_data_collator
 from fisherlab.blocks import BlockMap
 from fisherlab.fisher import trace_fisher
 from fisherlab.fisher.persample import PerExampleGradNorms
-from fisherlab.fisher.precision import NonFiniteWarning, PrecisionRecorder, autocast_forward, full_precision
+from fisherlab.fisher.precision import (
+    NonFiniteWarning,
+    PrecisionRecorder,
+    autocast_forward,
+    full_precision,
+)
 from fisherlab.fisher.probe import FisherProbe
 from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, bind_callbacks
 from fisherlab.hf.precision import trainer_precision
@@ -219,7 +224,7 @@ def _term_value_and_grad(term, dtype, dropout: float):
     with torch.autocast("cpu", dtype) if dtype is not None else contextlib.nullcontext():
         value = term(model, batch, step=3)
     grads = torch.autograd.grad(value, params, allow_unused=True)
-    flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
+    flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params, strict=True)])
     return float(value.detach()), flat
 
 
