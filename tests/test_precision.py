@@ -258,3 +258,13 @@ def test_finite_difference_task_at_perturbed_refused_under_autocast():
     with torch.autocast("cpu", torch.bfloat16), pytest.raises(RegulariserError, match="autocast"):
         FisherPenalty(1.0, task_at="perturbed").takes_task_forward(model)
     assert FisherPenalty(1.0, task_at="perturbed").takes_task_forward(model) is True
+
+
+def test_environment_records_the_requested_mixed_precision():
+    from types import SimpleNamespace
+
+    from fisherlab.train import environment
+
+    assert environment(None)["mixed_precision"] == "no"
+    assert environment(None, SimpleNamespace(bf16=True, fp16=False))["mixed_precision"] == "bf16"
+    assert environment(None, SimpleNamespace(bf16=False, fp16=True))["mixed_precision"] == "fp16"
