@@ -144,8 +144,9 @@ def prepare_run(config: RunConfig) -> Prepared:
 # --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
-def environment(model: Any = None) -> dict[str, Any]:
-    """Versions, device and attention backend for ``run.json``."""
+def environment(model: Any = None, training: Any = None) -> dict[str, Any]:
+    """Versions, device, attention backend and requested mixed precision for ``run.json``
+    (the callbacks add the effective ``precision`` and ``grad_scaler`` at train begin)."""
     import adapters
     import torch
     import transformers
@@ -164,6 +165,8 @@ def environment(model: Any = None) -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "attn_implementation": getattr(getattr(model, "config", None), "_attn_implementation", None),
         "threads": torch.get_num_threads(),
+        "mixed_precision": "bf16" if getattr(training, "bf16", False) else
+                           "fp16" if getattr(training, "fp16", False) else "no",
     }
 
 
@@ -290,10 +293,10 @@ def run_training(config: RunConfig, extra_callbacks: Sequence[Any] = ()) -> Path
         writer = RunWriter.resume(run_dir, from_step=step)
     elif config.run.resume:  # interrupted before the first checkpoint: start over
         writer = RunWriter.create(run_dir, config=config.to_dict(), fisher=fisher_meta, labels=config.labels(),
-                                  env=environment(prepared.model), overwrite=True)
+                                  env=environment(prepared.model, config.training), overwrite=True)
     else:
         writer = RunWriter.create(run_dir, config=config.to_dict(), fisher=fisher_meta, labels=config.labels(),
-                                  env=environment(prepared.model), overwrite=config.run.overwrite)
+                                  env=environment(prepared.model, config.training), overwrite=config.run.overwrite)
     try:
         trainer = build_trainer(prepared, writer, extra_callbacks)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)

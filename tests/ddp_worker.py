@@ -3,7 +3,8 @@
 As a script (``python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py OUT``)
 every rank trains the same tiny 6-layer adapter model on CPU/gloo with the strategy in
 ``$FISHERLAB_DDP_STRATEGY`` (default ``gradual:k=2``) and a FisherProbeCallback
-(``$FISHERLAB_DDP_GC=1``: non-reentrant gradient checkpointing; ``$FISHERLAB_DDP_STEPS``),
+(``$FISHERLAB_DDP_GC=1``: non-reentrant gradient checkpointing; ``$FISHERLAB_DDP_STEPS``;
+``$FISHERLAB_DDP_GAS``: gradient accumulation steps; ``$FISHERLAB_DDP_BF16=1``: bf16 autocast),
 and writes ``OUT/rank{r}.pt`` with its final weights, the gradients it saw for each block
 at every step, its schedule events and its probe measurements; ``tests/test_ddp.py``
 compares the ranks.
@@ -96,7 +97,9 @@ def main(out: str) -> None:
     args = tiny_args(Path(out) / "trainer", max_steps=int(os.environ.get("FISHERLAB_DDP_STEPS", "8")),
                      ddp_backend="gloo", ddp_find_unused_parameters=True,
                      gradient_checkpointing=os.environ.get("FISHERLAB_DDP_GC") == "1",
-                     gradient_checkpointing_kwargs={"use_reentrant": False})
+                     gradient_checkpointing_kwargs={"use_reentrant": False},
+                     gradient_accumulation_steps=int(os.environ.get("FISHERLAB_DDP_GAS", "1")),
+                     bf16=os.environ.get("FISHERLAB_DDP_BF16") == "1")
     trainer = Trainer(model=model, args=args, train_dataset=tiny_dataset(64),
                       callbacks=[probe_cb, unfreeze, recorder.callback])
     bind_callbacks(trainer)  # a plain Trainer: bind explicitly
@@ -110,6 +113,8 @@ def main(out: str) -> None:
         "grads": recorder.grads,
         "events": [e.to_dict() for e in unfreeze.schedule.events],
         "probe": [(m.step, m.traces, m.n_examples) for m in probe_cb.history],
+        "precision": [m.meta.get("precision") for m in probe_cb.history],
+        "global_step": trainer.state.global_step,
         "find_unused": getattr(trainer.model_wrapped, "find_unused_parameters", None),
         "wrapper": type(trainer.model_wrapped).__name__,
         "gradient_checkpointing": bool(getattr(trainer.model, "is_gradient_checkpointing", False)),

@@ -78,6 +78,23 @@ def test_ddp_gradual_with_non_reentrant_gradient_checkpointing(tmp_path):
     check_synchronised(r0, r1, blocks, initial=blocks.all_parameters(model))
 
 
+@pytest.mark.ddp
+def test_ddp_bf16_with_gradient_accumulation(tmp_path):
+    """DDP + bf16 autocast + 2 accumulation steps: decisions and probe rows at optimizer steps, the
+    probe measuring (and recording) bf16-autocast, replicas synchronised."""
+    r0, r1 = launch(tmp_path, FISHERLAB_DDP_STRATEGY="gradual:k=2", FISHERLAB_DDP_GAS="2",
+                    FISHERLAB_DDP_BF16="1", FISHERLAB_DDP_STEPS="5")
+    assert r0["global_step"] == r1["global_step"] == 5
+    assert r0["events"] == r1["events"]
+    assert [e["step"] for e in r0["events"]] == [0, 2, 4]
+    assert [step for step, _, _ in r0["probe"]] == [0, 4, 5]
+    assert r0["probe"] == r1["probe"]
+    assert set(r0["precision"]) == {"bf16-autocast"}
+    model = tiny_model(seed=0)
+    blocks = BlockMap.from_model(model, adapter="task")
+    check_synchronised(r0, r1, blocks, initial=blocks.all_parameters(model))
+
+
 def check_synchronised(r0: dict, r1: dict, blocks: BlockMap, initial: dict) -> None:
     """Grads: None while frozen, identical on both ranks once unfrozen; replicas identical at the end;
     frozen blocks untouched, unfrozen ones trained."""

@@ -17,14 +17,22 @@ Per-example norms come from :class:`fisherlab.fisher.persample.PerExampleGradNor
 ``batch``/``reference`` call ``torch.autograd.grad`` on the block parameters. Nothing
 touches ``.grad``; ``requires_grad`` flags, module modes and the global/CUDA RNG states
 are restored; the model's parameters are never copied. Sums accumulate in float64.
+
+Wrappers (``torch.compile``, DDP, DataParallel, ...) are looked through: the bare model
+runs eagerly, outside DDP's gradient hooks. The forward keeps the precision it has
+(``torch.autocast`` around the call, or a Trainer's ``bf16``/``fp16`` autocast on the
+model's ``forward``); ``meta["precision"]`` records it (:mod:`fisherlab.fisher.precision`)
+and per-example squared norms are accumulated in float32 or wider regardless. A
+non-finite trace warns (:class:`~fisherlab.fisher.precision.NonFiniteWarning`) and sets
+``meta["nonfinite"]``/``meta["nonfinite_blocks"]``.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -39,13 +47,35 @@ from fisherlab.fisher.outputs import (
     get_output,
     infer_output,
 )
-from fisherlab.torch_utils import cuda_devices, model_inputs, preserved_modes, unwrap_model
+from fisherlab.fisher.precision import PrecisionRecorder, nonfinite_blocks, warn_nonfinite
+from fisherlab.torch_utils import (
+    check_autograd_grad_ok,
+    cuda_devices,
+    model_inputs,
+    preserved_modes,
+    unwrap_model,
+)
 
 ESTIMATORS = ("per_example", "exact", "batch", "empirical", "reference")
 LABELS = {"per_example": "sampled", "exact": "expectation", "batch": "sampled",
           "empirical": "data", "reference": "argmax"}
 PER_EXAMPLE_ESTIMATORS = ("per_example", "exact", "empirical")
 DEFAULT_MAX_BACKWARDS = 4096
+
+
+@contextmanager
+def _uncompiled(model: torch.nn.Module) -> Iterator[None]:
+    """Run a module compiled in place (``module.compile()``) eagerly for the body: the
+    per-example hooks record Python objects, which a compiled graph cannot."""
+    compiled = [(m, m._compiled_call_impl) for m in model.modules()
+                if getattr(m, "_compiled_call_impl", None) is not None]
+    for m, _ in compiled:
+        m._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for m, impl in compiled:
+            m._compiled_call_impl = impl
 
 
 def _attn_implementation(model: torch.nn.Module) -> str | None:
@@ -231,8 +261,11 @@ def trace_fisher(
     if isinstance(batches, Mapping) or isinstance(batches, Tensor):
         raise FisherError("trace_fisher: batches must be an iterable of batch dicts; wrap a single batch in a list")
     kind = get_output(output) if output is not None else None
+    model = unwrap_model(model)  # torch.compile / DDP wrappers: measure the bare module, eagerly
     block_map, names, params = _resolve_blocks(model, blocks, block_names, adapter)
     trainable = {n: all(p.requires_grad for p in params[n]) for n in names}
+    if model.training:  # HF checkpointing runs in train mode only
+        check_autograd_grad_ok(model, "trace_fisher", FisherError)
     first_param = params[names[0]][0]
     device = first_param.device
     meta: dict[str, Any] = {
@@ -253,8 +286,10 @@ def trace_fisher(
             from tqdm.auto import tqdm
             iterator = stack.enter_context(tqdm(batches, desc=f"tr(F) [{estimator}]", unit="batch"))
         stack.enter_context(preserved_modes(model, requires_grad=True))
+        stack.enter_context(_uncompiled(model))
         stack.enter_context(torch.random.fork_rng(devices=cuda_devices(model)))
         stack.enter_context(torch.enable_grad())
+        recorder = stack.enter_context(PrecisionRecorder(model))
         engine = None
         if estimator in PER_EXAMPLE_ESTIMATORS:
             from fisherlab.fisher.persample import PerExampleGradNorms
@@ -303,7 +338,12 @@ def trace_fisher(
             values = torch.tensor(per_batch[n], dtype=torch.float64)
             weights = torch.tensor(sizes, dtype=torch.float64) if estimator == "batch" else None
             traces[n], stderr[n] = _mean_stderr(values, weights)
-    meta.update(output=kind.name if kind is not None else None, n_batches=len(sizes))
+    meta.update(output=kind.name if kind is not None else None, n_batches=len(sizes),
+                precision=recorder.precision)
+    bad = nonfinite_blocks(traces)
+    if bad:
+        meta.update(nonfinite=True, nonfinite_blocks=bad)
+        warn_nonfinite("trace_fisher", bad, recorder.precision)
     zero = [n for n in names if traces[n] == 0.0]
     if zero:
         meta["zero_blocks"] = zero

@@ -35,7 +35,8 @@ class FisherMeasurement:
     def to_records(self, trainable: Mapping[str, bool] | Iterable[str] | None = None, *,
                    with_estimator: bool = False) -> list[dict[str, Any]]:
         """One run-store row per block: ``{block, layer, trace, stderr, n_examples, trainable}``
-        (plus ``estimator`` with ``with_estimator=True``).
+        (plus the provenance ``estimator`` and ``precision`` with ``with_estimator=True``, and
+        ``nonfinite: True`` on a row whose trace is NaN or infinite).
 
         ``trainable`` overrides the flags recorded at measurement time: a mapping block ->
         flag, or the names of the trainable blocks."""
@@ -52,6 +53,9 @@ class FisherMeasurement:
                    "trainable": bool(flags.get(name, False))}
             if with_estimator:
                 row["estimator"] = self.meta.get("estimator")
+                row["precision"] = self.meta.get("precision")
+            if not math.isfinite(row["trace"]):
+                row["nonfinite"] = True
             rows.append(row)
         return rows
 

@@ -28,6 +28,7 @@ import torch
 
 from fisherlab.blocks import BlockMap, BlockMapError
 from fisherlab.fisher.measurement import FisherMeasurement
+from fisherlab.fisher.precision import nonfinite_blocks, warn_nonfinite
 from fisherlab.torch_utils import (
     cuda_devices,
     dist_info,
@@ -173,6 +174,13 @@ class FisherProbe:
                 n_ex, meta = 0, {"estimator": self.estimator}
         if world > 1:
             traces, stderr, n_ex = _all_reduce_traces(names, traces, stderr, n_ex, device)
+            bad = nonfinite_blocks(traces)  # another rank's overflow reaches every rank's mean
+            if bad and not meta.get("nonfinite"):
+                warn_nonfinite("FisherProbe", bad, meta.get("precision"))
+            meta.pop("nonfinite", None)
+            meta.pop("nonfinite_blocks", None)
+            if bad:
+                meta.update(nonfinite=True, nonfinite_blocks=bad)
         meta.setdefault("estimator", self.estimator)
         meta.update({"probe_mode": self.mode, "world_size": world, "n_batches": len(self.batch_indices(step))})
         result = FisherMeasurement(traces=traces, stderr=stderr, n_examples=n_ex, meta=meta,

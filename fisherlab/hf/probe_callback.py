@@ -19,6 +19,7 @@ from fisherlab.blocks import BlockMap
 from fisherlab.fisher.measurement import FisherMeasurement
 from fisherlab.fisher.probe import FisherProbe
 from fisherlab.hf.binding import _STATE_PREFIX, TrainerBoundCallback
+from fisherlab.hf.precision import record_precision
 
 
 def attach_training_data(probe: FisherProbe, train_dataloader: Any, args: Any, who: str) -> None:
@@ -86,6 +87,7 @@ class FisherProbeCallback(TrainerBoundCallback):
         self.require_trainer()
         self.blocks = self._resolve_blocks(self.blocks, model, "FisherProbeCallback", discover=True)
         attach_training_data(self.probe, train_dataloader, args, "FisherProbeCallback")
+        record_precision(self.writer, self.trainer, model, state)
         saved = state.stateful_callbacks.get(self.state_key)
         self.measured_through = int(saved["measured_through"]) if saved else -1
         self._save_state(state)

@@ -37,6 +37,7 @@ import torch
 
 from fisherlab.blocks import BlockMap
 from fisherlab.hf.binding import _STATE_PREFIX, TrainerBoundCallback
+from fisherlab.hf.precision import record_precision
 from fisherlab.hf.probe_callback import attach_training_data
 from fisherlab.unfreezing.schedule import UnfreezeEvent, UnfreezeSchedule
 from fisherlab.unfreezing.strategies import Strategy, StrategyError, strategy_from_string
@@ -152,6 +153,7 @@ class UnfreezeCallback(TrainerBoundCallback):
             attach_training_data(self.probe, train_dataloader, args, "UnfreezeCallback (fisher strategy)")
         self._check_optimizer(model, optimizer)
         self._check_ddp(args)
+        record_precision(self.writer, self.trainer, model, state)
         saved = state.stateful_callbacks.get(self.state_key)
         if saved:
             schedule.load_state_dict(saved)

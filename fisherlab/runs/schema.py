@@ -45,6 +45,8 @@ FISHER_FIELDS: dict[str, tuple[str, bool]] = {
     "trainable": ("bool|null", False),
     "n_examples": ("int|null", False),
     "estimator": ("str|null", False),
+    "precision": ("str|null", False),
+    "nonfinite": ("bool|null", False),
 }
 SCHEDULE_FIELDS: dict[str, tuple[str, bool]] = {
     "step": ("int", True),

@@ -281,13 +281,9 @@ class PerExampleGradNorms:
         result = {block: torch.zeros(batch_size, dtype=torch.float64, device=scalar.device) for block in self.blocks}
         for call, grad in zip((c for _, _, _, calls in sampled for c in calls), grads[:len(targets)], strict=True):
             call.grad = grad
-        for module, sampler, locals_, calls in sampled:
-            norms = sampler.fn(module, calls, batch_size, self.method)
-            for local, pid in locals_.items():
-                if local in norms:
-                    result[self._param_block[pid]] += norms[local].to(torch.float64)
-            for call in calls:
-                call.grad = None
+        # the samplers' own products run in float32 or wider even inside torch.autocast
+        with torch.autocast(scalar.device.type, enabled=False):
+            self._sample(sampled, batch_size, result)
         if loop:
             self._in_grad = True
             try:
@@ -298,6 +294,15 @@ class PerExampleGradNorms:
         if not retain_graph:
             self.clear()
         return result
+
+    def _sample(self, sampled: list, batch_size: int, result: dict[str, Tensor]) -> None:
+        for module, sampler, locals_, calls in sampled:
+            norms = sampler.fn(module, calls, batch_size, self.method)
+            for local, pid in locals_.items():
+                if local in norms:
+                    result[self._param_block[pid]] += norms[local].to(torch.float64)
+            for call in calls:
+                call.grad = None
 
     def _names_of(self, pids: set[int]) -> list[str]:
         return sorted(name for params in self.blocks.values() for name, p in params.items() if id(p) in pids)

@@ -10,8 +10,16 @@ from torch import Tensor
 from fisherlab.fisher.persample.registry import Call
 
 
+def wide(t: Tensor) -> Tensor:
+    """``t`` in float32 when it is 16-bit (autocast activations and gradients), else as is:
+    per-example products and sums are accumulated in float32 or wider."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def rows(t: Tensor, batch_size: int, feature_dims: int = 1) -> Tensor:
-    """[D, ..., *features] -> [B, R, prod(features)]: rows of an example are consecutive."""
+    """[D, ..., *features] -> [B, R, prod(features)] (16-bit upcast to float32): rows of an
+    example are consecutive."""
+    t = wide(t)
     features = 1
     for size in t.shape[t.dim() - feature_dims:]:
         features *= size
@@ -22,8 +30,7 @@ def linear_sq_norms(x: Tensor, d: Tensor, method: str = "auto") -> Tensor:
     """Per-example ``||sum_r d[b, r] x[b, r]^T||_F^2`` for x [B, R, i], d [B, R, o]."""
     _, rows, n_in = x.shape
     n_out = d.shape[-1]
-    if x.dtype in (torch.float16, torch.bfloat16):
-        x, d = x.float(), d.float()
+    x, d = wide(x), wide(d)
     if method == "auto":
         method = "gram" if rows * rows * (n_in + n_out) < rows * n_in * n_out else "materialise"
     if method == "gram":
@@ -58,4 +65,4 @@ def any_live(calls: Sequence[Call]) -> bool:
     return any(call.grad is not None for call in calls)
 
 
-__all__ = ["any_live", "bias_sq_norms", "call_input", "cat_calls", "linear_sq_norms", "rows"]
+__all__ = ["wide", "any_live", "bias_sq_norms", "call_input", "cat_calls", "linear_sq_norms", "rows"]

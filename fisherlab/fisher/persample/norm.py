@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from fisherlab.fisher.persample.kernels import any_live, bias_sq_norms, call_input, rows
+from fisherlab.fisher.persample.kernels import any_live, bias_sq_norms, call_input, rows, wide
 from fisherlab.fisher.persample.registry import Call, register_sampler
 
 
@@ -18,7 +18,7 @@ def layer_norm_sampler(module: nn.LayerNorm, calls: Sequence[Call], batch_size: 
     dims = len(module.normalized_shape)
     with torch.no_grad():
         def normalised(call: Call) -> Tensor:
-            return nn.functional.layer_norm(call_input(call), module.normalized_shape, None, None, module.eps)
+            return nn.functional.layer_norm(wide(call_input(call)), module.normalized_shape, None, None, module.eps)
 
         xs, ds = [], []
         for call in calls:
