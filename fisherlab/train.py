@@ -200,6 +200,53 @@ def _metrics_callback(writer: Any, source: str):
     return ValidationCurve()
 
 
+def probe_language_sets(prepared: Prepared) -> dict[str, Any]:
+    """``{language: dataset}`` of ``probe_languages`` (``all``: every evaluation language but the
+    source) from ``probe_language_split``, reduced to the training data's columns (the
+    collator's input; labels are removed by the probe anyway)."""
+    from fisherlab.config import probe_language_list
+
+    config, task = prepared.config, prepared.task
+    wanted = probe_language_list(config)
+    if not wanted:
+        return {}
+    if wanted == ["all"]:
+        wanted = [lang for lang in prepared.languages if lang != prepared.source_language]
+    unknown = [lang for lang in wanted if lang not in task.languages]
+    if unknown:
+        raise ConfigError(f"probe_languages: {unknown} are not languages of task {task.name!r} "
+                          f"({list(task.languages)})")
+    keep = set(getattr(prepared.train_dataset, "column_names", None) or [])
+    sets = {}
+    for language in wanted:
+        dataset = task.load(config.probe.probe_language_split, language, prepared.tokenizer)
+        extra = [c for c in (getattr(dataset, "column_names", None) or []) if keep and c not in keep]
+        sets[language] = dataset.remove_columns(extra) if extra else dataset
+    return sets
+
+
+def language_adapter_context(prepared: Prepared) -> Any:
+    """For a MAD-X model with language adapters: ``language -> context`` that stacks that
+    language's adapter for the measurement (as zero-shot evaluation does) and restores the
+    source's after; None for a model without language adapters."""
+    from contextlib import contextmanager
+
+    from fisherlab.models import madx_setup, swap_language
+
+    if not madx_setup(prepared.model).languages:
+        return None
+
+    @contextmanager
+    def context(language: str):
+        swap_language(prepared.model, language)
+        try:
+            yield
+        finally:
+            swap_language(prepared.model, prepared.source_language)
+
+    return context
+
+
 def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any] = ()) -> Any:
     """The Trainer (AdapterTrainer for adapter runs) with the unfreezing, probe and metric callbacks."""
     from adapters import AdapterTrainer
@@ -221,10 +268,13 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
     callbacks = [UnfreezeCallback(prepared.strategy, prepared.blocks, writer=writer),
                  _metrics_callback(writer, prepared.source_language)]
     if config.probe.probe_every:
-        callbacks.append(FisherProbeCallback(
+        probe_callback = FisherProbeCallback(
             every=config.probe.probe_every, n_batches=config.probe.probe_batches,
             estimator=config.probe.probe_estimator, blocks=prepared.blocks, writer=writer,
-            seed=config.training.seed, batch_size=config.probe.probe_batch_size))
+            seed=config.training.seed, batch_size=config.probe.probe_batch_size,
+            languages=probe_language_sets(prepared), language_examples=config.probe.probe_language_examples)
+        probe_callback.probe.language_context = language_adapter_context(prepared)
+        callbacks.append(probe_callback)
     callbacks.extend(extra_callbacks)
     trainer = trainer_class(
         model=prepared.model, args=config.training, train_dataset=prepared.train_dataset,
@@ -285,6 +335,9 @@ def run_training(config: RunConfig, extra_callbacks: Sequence[Any] = ()) -> Path
     prepared = prepare_run(config)
     fisher_meta = {"estimator": config.probe.probe_estimator, "every": config.probe.probe_every,
                    "n_batches": config.probe.probe_batches, "batch_size": config.probe.probe_batch_size}
+    if config.probe.probe_languages:
+        fisher_meta.update(languages=config.probe.probe_languages, language_split=config.probe.probe_language_split,
+                           language_examples=config.probe.probe_language_examples)
     if resume_from is not None:
         step = int(resume_from.name.split("-")[-1])
         writer = RunWriter.resume(run_dir, from_step=step)

@@ -12,7 +12,7 @@ import glob
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ RUN_COLUMNS = ["run_id", "path", "status", "method", "strategy", "k", "seed", "m
                "result_metric", "xling_avg"]
 FISHER_COLUMNS = ["run_id", "step", "block", "layer", "trace", "stderr", "trainable", "n_examples",
                   "estimator"]
+TARGET_FISHER_COLUMNS = ["run_id", "language", *FISHER_COLUMNS[1:]]
 SCHEDULE_COLUMNS = ["run_id", "step", "event", "block", "layer", "position", "strategy"]
 METRICS_COLUMNS = ["run_id", "step", "split", "language", "metric", "value"]
 RESULTS_COLUMNS = ["run_id", "metric", "language", "value", "is_source"]
@@ -51,6 +52,9 @@ class RunSet:
     metrics: pd.DataFrame
     results: pd.DataFrame
     problems: pd.DataFrame
+    # tr(F) rows measured on target-language inputs (fisher.jsonl rows with a `language`);
+    # ``fisher`` holds the source-data rows only
+    target_fisher: pd.DataFrame = field(default_factory=lambda: _empty(TARGET_FISHER_COLUMNS))
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -73,7 +77,7 @@ class RunSet:
 
         return RunSet(runs=pick(self.runs), fisher=pick(self.fisher), schedule=pick(self.schedule),
                       metrics=pick(self.metrics), results=pick(self.results),
-                      problems=pick(self.problems, "run"))
+                      problems=pick(self.problems, "run"), target_fisher=pick(self.target_fisher))
 
     def where(self, **conditions: Any) -> RunSet:
         """Runs whose ``runs`` columns equal the given values (a list/tuple/set means "one of")."""
@@ -203,6 +207,18 @@ def _empty(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
 
 
+def _target_fisher_frame(rows: pd.DataFrame, id_array: np.ndarray) -> pd.DataFrame:
+    """The target-language rows of the raw fisher frame, tidy (sorted by run, language, step, layer)."""
+    if rows.empty:
+        return _empty(TARGET_FISHER_COLUMNS)
+    rows = rows.assign(_layer=rows["layer"].to_numpy(dtype=float, na_value=np.inf))
+    rows = rows.sort_values(["run", "language", "step", "_layer", "block"], kind="stable")
+    frame = pd.DataFrame({"run_id": pd.array(id_array[rows["run"].to_numpy()], dtype="str")})
+    for column in TARGET_FISHER_COLUMNS[1:]:
+        frame[column] = rows[column].to_numpy() if column in ("step", "trace", "stderr") else rows[column].array
+    return frame
+
+
 def _schedule_frame(events: pd.DataFrame, run_ids: list[str], layer_of: dict[tuple[int, str], int],
                     problems: list[dict], files: dict[int, str]) -> pd.DataFrame:
     """One row per (event, block); ``position`` = rank of the event among layer unfreezings."""
@@ -307,6 +323,10 @@ def load_runs(paths_or_globs: str | os.PathLike | Iterable[str | os.PathLike],
     id_array = np.asarray(run_ids, dtype=object)
 
     fisher = tables.fisher
+    is_target = fisher["language"].notna().to_numpy() if "language" in fisher else np.zeros(len(fisher), bool)
+    target_fisher = _target_fisher_frame(fisher.loc[is_target], id_array)
+    if is_target.any():
+        fisher = fisher.loc[~is_target].reset_index(drop=True)
     row_estimators: dict[int, str] = {}
     if not fisher.empty and fisher["estimator"].notna().any():
         counts = fisher.loc[fisher["estimator"].notna()].groupby(["run", "estimator"]).size()
@@ -388,4 +408,4 @@ def load_runs(paths_or_globs: str | os.PathLike | Iterable[str | os.PathLike],
     problems_frame = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
     problems_frame["line"] = pd.array(problems_frame["line"].tolist(), dtype="Int64")
     return RunSet(runs=runs, fisher=fisher_frame, schedule=schedule, metrics=metrics_frame,
-                  results=results_frame, problems=problems_frame)
+                  results=results_frame, problems=problems_frame, target_fisher=target_fisher)

@@ -45,6 +45,7 @@ FISHER_FIELDS: dict[str, tuple[str, bool]] = {
     "trainable": ("bool|null", False),
     "n_examples": ("int|null", False),
     "estimator": ("str|null", False),
+    "language": ("str|null", False),
 }
 SCHEDULE_FIELDS: dict[str, tuple[str, bool]] = {
     "step": ("int", True),
