@@ -200,14 +200,14 @@ def _metrics_callback(writer: Any, source: str):
     return ValidationCurve()
 
 
-def probe_language_sets(prepared: Prepared) -> dict[str, Any]:
-    """``{language: dataset}`` of ``probe_languages`` (``all``: every evaluation language but the
-    source) from ``probe_language_split``, reduced to the training data's columns (the
-    collator's input; labels are removed by the probe anyway)."""
+def probe_language_sets(prepared: Prepared, languages: Sequence[str] | None = None) -> dict[str, Any]:
+    """``{language: dataset}`` of ``languages`` (default ``probe_languages``; ``all``: every
+    evaluation language but the source) from ``probe_language_split``, reduced to the
+    training data's columns (the collator's input; labels are removed by the probe anyway)."""
     from fisherlab.config import probe_language_list
 
     config, task = prepared.config, prepared.task
-    wanted = probe_language_list(config)
+    wanted = list(languages) if languages is not None else probe_language_list(config)
     if not wanted:
         return {}
     if wanted == ["all"]:
@@ -265,6 +265,13 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
     if config.training.label_names is None:  # adapters models hide the label arguments from the signature
         head = getattr(prepared.task, "head", "classification")
         config.training.label_names = ["start_positions", "end_positions"] if head == "qa" else ["labels"]
+    if getattr(prepared.strategy, "data", None) == "target":  # fisher:data=target: the strategy's probe
+        probe = prepared.strategy.make_probe()
+        size = probe.batch_size or config.training.per_device_train_batch_size
+        for language, dataset in probe_language_sets(prepared, prepared.strategy.languages).items():
+            probe.add_language(language, dataset, data_collator(prepared.task, prepared.tokenizer),
+                               config.probe.probe_language_examples or probe.n_batches * size)
+        probe.language_context = language_adapter_context(prepared)
     callbacks = [UnfreezeCallback(prepared.strategy, prepared.blocks, writer=writer),
                  _metrics_callback(writer, prepared.source_language)]
     if config.probe.probe_every:
