@@ -127,3 +127,21 @@ def test_old_store_reads_as_source_only(tmp_path):
     rs = load_runs(tmp_path)
     assert len(rs.fisher) == 1 and rs.target_fisher.empty
     assert list(rs.target_fisher.columns)[:2] == ["run_id", "language"]
+
+
+def test_config_fields_parse_and_validate(tmp_path):
+    from fisherlab.config import ConfigError, parse_config, probe_language_list, validate_static
+
+    config = parse_config("analyses/target-fisher/base.yaml", ["--run_dir", str(tmp_path / "r")])
+    validate_static(config)
+    assert probe_language_list(config) == ["all"] and config.probe.probe_language_examples == 256
+    good = ["--run_dir", str(tmp_path / "r"), "--probe_every", "5"]
+    assert probe_language_list(parse_config(None, [*good, "--probe_languages", "sw, th"])) == ["sw", "th"]
+    bad = {("--probe_languages", "sw", "--probe_estimator", "empirical"): "probe_languages",
+           ("--probe_language_split", "train"): "probe_language_split",
+           ("--probe_language_examples", "0"): "probe_language_examples"}
+    for flags, field in bad.items():
+        with pytest.raises(ConfigError, match=field):
+            validate_static(parse_config(None, [*good, *flags]))
+    with pytest.raises(ConfigError, match="probe_every"):
+        validate_static(parse_config(None, ["--run_dir", str(tmp_path / "r"), "--probe_languages", "sw"]))
