@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fisherlab.analysis.target_rows import empty_target_fisher, target_fisher_frame
 from fisherlab.errors import FisherlabError
 from fisherlab.runs import RunFormatError, find_run_dirs, labels_of, read_run_info, read_runs
 from fisherlab.runs.labels import flatten_config, legacy_config_value
@@ -32,7 +33,6 @@ RUN_COLUMNS = ["run_id", "path", "status", "method", "strategy", "k", "seed", "m
                "result_metric", "xling_avg"]
 FISHER_COLUMNS = ["run_id", "step", "block", "layer", "trace", "stderr", "trainable", "n_examples",
                   "estimator"]
-TARGET_FISHER_COLUMNS = ["run_id", "language", *FISHER_COLUMNS[1:]]
 SCHEDULE_COLUMNS = ["run_id", "step", "event", "block", "layer", "position", "strategy"]
 METRICS_COLUMNS = ["run_id", "step", "split", "language", "metric", "value"]
 RESULTS_COLUMNS = ["run_id", "metric", "language", "value", "is_source"]
@@ -54,7 +54,7 @@ class RunSet:
     problems: pd.DataFrame
     # tr(F) rows measured on target-language inputs (fisher.jsonl rows with a `language`);
     # ``fisher`` holds the source-data rows only
-    target_fisher: pd.DataFrame = field(default_factory=lambda: _empty(TARGET_FISHER_COLUMNS))
+    target_fisher: pd.DataFrame = field(default_factory=empty_target_fisher)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -207,18 +207,6 @@ def _empty(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
 
 
-def _target_fisher_frame(rows: pd.DataFrame, id_array: np.ndarray) -> pd.DataFrame:
-    """The target-language rows of the raw fisher frame, tidy (sorted by run, language, step, layer)."""
-    if rows.empty:
-        return _empty(TARGET_FISHER_COLUMNS)
-    rows = rows.assign(_layer=rows["layer"].to_numpy(dtype=float, na_value=np.inf))
-    rows = rows.sort_values(["run", "language", "step", "_layer", "block"], kind="stable")
-    frame = pd.DataFrame({"run_id": pd.array(id_array[rows["run"].to_numpy()], dtype="str")})
-    for column in TARGET_FISHER_COLUMNS[1:]:
-        frame[column] = rows[column].to_numpy() if column in ("step", "trace", "stderr") else rows[column].array
-    return frame
-
-
 def _schedule_frame(events: pd.DataFrame, run_ids: list[str], layer_of: dict[tuple[int, str], int],
                     problems: list[dict], files: dict[int, str]) -> pd.DataFrame:
     """One row per (event, block); ``position`` = rank of the event among layer unfreezings."""
@@ -324,7 +312,7 @@ def load_runs(paths_or_globs: str | os.PathLike | Iterable[str | os.PathLike],
 
     fisher = tables.fisher
     is_target = fisher["language"].notna().to_numpy() if "language" in fisher else np.zeros(len(fisher), bool)
-    target_fisher = _target_fisher_frame(fisher.loc[is_target], id_array)
+    target_fisher = target_fisher_frame(fisher.loc[is_target], id_array)
     if is_target.any():
         fisher = fisher.loc[~is_target].reset_index(drop=True)
     row_estimators: dict[int, str] = {}

@@ -11,6 +11,12 @@
   its share of the batches and the per-block traces are all-reduced (weighted by
   the number of examples), so every rank sees the same numbers.
 
+Target-language input sets (:meth:`FisherProbe.add_language`): unlabelled inputs of a
+target language, a fixed seeded subset (:mod:`fisherlab.fisher.language_sets`), measured
+by :meth:`FisherProbe.measure_language` with the same estimator, mode and DDP handling;
+:meth:`FisherProbe.measure_sets` measures the source and every language in one call.
+Each set costs about one source measurement.
+
 *When* to measure is the Trainer callback's job
 (:class:`fisherlab.hf.FisherProbeCallback`). Measurements at step ``i`` see the weights after ``i`` optimizer steps, before the
 forward of step ``i``; they are taken in ``on_step_end`` of step ``i-1`` (before a
