@@ -26,11 +26,12 @@ from fisherlab.plots.style import paper_style, resolve_palette
 
 def plot_language_ranking(per_run: pd.DataFrame, summary: pd.DataFrame | None = None, *,
                           hue: str | None = "method", palette: Mapping[str, Any] | None = None,
-                          ax: Axes | None = None) -> Figure:
+                          hue_title: str | None = None, ax: Axes | None = None) -> Figure:
     """One row per run (sorted by ``r``): its within-run ranking correlation ``r`` (x) as a
     point coloured by ``hue``; the ``summary`` row of the same ``method`` (``mean_r``,
     ``ci_low``, ``ci_high``, ``p_value``, ``n_runs``) as a vertical line and band; a dotted
-    line at 0 (no agreement). ``per_run``: ``run_id, method, r`` (+ ``hue`` column)."""
+    line at 0 (no agreement). ``per_run``: ``run_id, method, r`` (+ ``hue`` column, its legend
+    titled ``hue_title``)."""
     facets.require_columns(per_run, ["run_id", "r"], "plot_language_ranking")
     data = per_run.loc[np.isfinite(per_run["r"].to_numpy(dtype=float))].sort_values("r", kind="stable")
     if data.empty:
@@ -67,7 +68,7 @@ def plot_language_ranking(per_run: pd.DataFrame, summary: pd.DataFrame | None = 
         axis.set_title(title, fontsize="small")
         if hues:
             handles = [axis.plot([], [], "o", color=colors[h])[0] for h in hues]
-            facets.add_legend(fig, ax, handles, hues, hue)
+            facets.add_legend(fig, ax, handles, hues, hue_title or hue)
     return fig
 
 

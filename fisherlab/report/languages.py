@@ -103,7 +103,7 @@ def _fig_language_ranking(ctx: _Context) -> Drawn:
     if not np.isfinite(per_run["r"].to_numpy(dtype=float)).any():
         raise SkipFigure("no run has 3 or more target languages with tr(F) curves and results")
     fig = plot_language_ranking(per_run, ctx.tables["language_ranking_summary"], hue="run_method",
-                                palette=ctx.palette)
+                                hue_title="method", palette=ctx.palette)
     return Drawn(fig, "Per run: correlation between the ranking of its target languages by tr(F) "
                       f"{LANGUAGE_FEATURE} (on each language's inputs) and by zero-shot result; the black "
                       "line is the mean over runs with its bootstrap CI (grey band), the dotted line 0.",
