@@ -167,7 +167,8 @@ def analyze(
     delta: float = typer.Option(1.0, help="Grouping threshold in result points (FUN footnote 10)."),
     window: int = typer.Option(5, help="Centred moving-average window over probe points."),
     figures: str = typer.Option("all", help="Comma-separated figures: trace, trace_validation, order, relative, "
-                                "feature_result, regulariser, two_stage, or 'all'."),
+                                "feature_result, regulariser, two_stage, language_trace, language_relation, "
+                                "language_ranking, or 'all'."),
     estimators: str = typer.Option("facet", help="Runs with different tr(F) estimators: 'facet' (a panel per "
                                    "estimator) or 'refuse' (skip such figures, saying why)."),
     correlation: str = typer.Option("spearman", help="spearman, pearson or kendall."),

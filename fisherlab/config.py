@@ -86,6 +86,14 @@ class ProbeArguments:
     probe_estimator: str = field(default="per_example", metadata={
         "help": "per_example | exact | batch | empirical | reference"})
     probe_batch_size: int | None = field(default=None, metadata={"help": "Probe batch size (default: training)."})
+    probe_languages: str | None = field(default=None, metadata={
+        "help": "Also measure tr(F) on unlabelled target-language inputs: comma-separated languages "
+                "(e.g. 'sw,th') or 'all' (every evaluation language but the source); docs/unfreezing.md."})
+    probe_language_split: str = field(default="test", metadata={
+        "help": "Split the target-language inputs come from: test | validation (labels are ignored)."})
+    probe_language_examples: int | None = field(default=None, metadata={
+        "help": "Examples per target language: a fixed seeded subset, the same at every probe step "
+                "(default: probe_batches x probe batch size, the source probe's size)."})
 
 
 @dataclass
@@ -279,6 +287,30 @@ def load_task(config: RunConfig) -> Any:
         raise ConfigError(f"task: {config.task.task!r} could not be loaded: {err}") from err
 
 
+def probe_language_list(config: RunConfig) -> list[str] | None:
+    """``probe_languages`` as a list (None when not set; ``["all"]`` is resolved by the caller)."""
+    text = config.probe.probe_languages
+    if not text or not text.strip():
+        return None
+    return [lang.strip() for lang in text.split(",") if lang.strip()]
+
+
+def _validate_probe_languages(config: RunConfig) -> None:
+    """probe_language_split/examples are valid; languages need probe steps and a label-free estimator."""
+    from fisherlab.fisher.language_sets import LABEL_FREE_ESTIMATORS
+
+    if config.probe.probe_language_split not in ("test", "validation"):
+        raise ConfigError(f"probe_language_split: {config.probe.probe_language_split!r}; expected test or validation")
+    n = config.probe.probe_language_examples
+    if n is not None and n <= 0:
+        raise ConfigError(f"probe_language_examples: must be positive, got {n}")
+    if probe_language_list(config) and config.probe.probe_every <= 0:
+        raise ConfigError("probe_languages: needs probe_every > 0 (the target languages are measured at probe steps)")
+    if probe_language_list(config) and config.probe.probe_estimator not in LABEL_FREE_ESTIMATORS:
+        raise ConfigError(f"probe_languages: estimator {config.probe.probe_estimator!r} needs data labels; "
+                          f"target-language inputs are unlabelled (use one of {list(LABEL_FREE_ESTIMATORS)})")
+
+
 def validate_static(config: RunConfig) -> None:
     """Checks that need no model: strategy, regulariser and estimator strings, numbers, task name."""
     from fisherlab.fisher.estimators import ESTIMATORS
@@ -299,6 +331,7 @@ def validate_static(config: RunConfig) -> None:
         raise ConfigError(f"probe_batches: must be positive, got {config.probe.probe_batches}")
     if config.probe.probe_estimator not in ESTIMATORS:
         raise ConfigError(f"probe_estimator: {config.probe.probe_estimator!r}; expected one of {list(ESTIMATORS)}")
+    _validate_probe_languages(config)
     config.regulariser_specs()
     if config.model.attn_implementation not in (None, "eager", "sdpa"):
         raise ConfigError(f"attn_implementation: {config.model.attn_implementation!r}; expected eager or sdpa")

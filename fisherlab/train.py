@@ -203,6 +203,53 @@ def _metrics_callback(writer: Any, source: str):
     return ValidationCurve()
 
 
+def probe_language_sets(prepared: Prepared, languages: Sequence[str] | None = None) -> dict[str, Any]:
+    """``{language: dataset}`` of ``languages`` (default ``probe_languages``; ``all``: every
+    evaluation language but the source) from ``probe_language_split``, reduced to the
+    training data's columns (the collator's input; labels are removed by the probe anyway)."""
+    from fisherlab.config import probe_language_list
+
+    config, task = prepared.config, prepared.task
+    wanted = list(languages) if languages is not None else probe_language_list(config)
+    if not wanted:
+        return {}
+    if wanted == ["all"]:
+        wanted = [lang for lang in prepared.languages if lang != prepared.source_language]
+    unknown = [lang for lang in wanted if lang not in task.languages]
+    if unknown:
+        raise ConfigError(f"probe_languages: {unknown} are not languages of task {task.name!r} "
+                          f"({list(task.languages)})")
+    keep = set(getattr(prepared.train_dataset, "column_names", None) or [])
+    sets = {}
+    for language in wanted:
+        dataset = task.load(config.probe.probe_language_split, language, prepared.tokenizer)
+        extra = [c for c in (getattr(dataset, "column_names", None) or []) if keep and c not in keep]
+        sets[language] = dataset.remove_columns(extra) if extra else dataset
+    return sets
+
+
+def language_adapter_context(prepared: Prepared) -> Any:
+    """For a MAD-X model with language adapters: ``language -> context`` that stacks that
+    language's adapter for the measurement (as zero-shot evaluation does) and restores the
+    source's after; None for a model without language adapters."""
+    from contextlib import contextmanager
+
+    from fisherlab.models import madx_setup, swap_language
+
+    if not madx_setup(prepared.model).languages:
+        return None
+
+    @contextmanager
+    def context(language: str):
+        swap_language(prepared.model, language)
+        try:
+            yield
+        finally:
+            swap_language(prepared.model, prepared.source_language)
+
+    return context
+
+
 def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any] = ()) -> Any:
     """The Trainer (AdapterTrainer for adapter runs) with the unfreezing, probe and metric callbacks."""
     from adapters import AdapterTrainer
@@ -221,13 +268,23 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
     if config.training.label_names is None:  # adapters models hide the label arguments from the signature
         head = getattr(prepared.task, "head", "classification")
         config.training.label_names = ["start_positions", "end_positions"] if head == "qa" else ["labels"]
+    if getattr(prepared.strategy, "data", None) == "target":  # fisher:data=target: the strategy's probe
+        probe = prepared.strategy.make_probe()
+        size = probe.batch_size or config.training.per_device_train_batch_size
+        for language, dataset in probe_language_sets(prepared, prepared.strategy.languages).items():
+            probe.add_language(language, dataset, data_collator(prepared.task, prepared.tokenizer),
+                               config.probe.probe_language_examples or probe.n_batches * size)
+        probe.language_context = language_adapter_context(prepared)
     callbacks = [UnfreezeCallback(prepared.strategy, prepared.blocks, writer=writer),
                  _metrics_callback(writer, prepared.source_language)]
     if config.probe.probe_every:
-        callbacks.append(FisherProbeCallback(
+        probe_callback = FisherProbeCallback(
             every=config.probe.probe_every, n_batches=config.probe.probe_batches,
             estimator=config.probe.probe_estimator, blocks=prepared.blocks, writer=writer,
-            seed=config.training.seed, batch_size=config.probe.probe_batch_size))
+            seed=config.training.seed, batch_size=config.probe.probe_batch_size,
+            languages=probe_language_sets(prepared), language_examples=config.probe.probe_language_examples)
+        probe_callback.probe.language_context = language_adapter_context(prepared)
+        callbacks.append(probe_callback)
     callbacks.extend(extra_callbacks)
     trainer = trainer_class(
         model=prepared.model, args=config.training, train_dataset=prepared.train_dataset,
@@ -288,6 +345,9 @@ def run_training(config: RunConfig, extra_callbacks: Sequence[Any] = ()) -> Path
     prepared = prepare_run(config)
     fisher_meta = {"estimator": config.probe.probe_estimator, "every": config.probe.probe_every,
                    "n_batches": config.probe.probe_batches, "batch_size": config.probe.probe_batch_size}
+    if config.probe.probe_languages:
+        fisher_meta.update(languages=config.probe.probe_languages, language_split=config.probe.probe_language_split,
+                           language_examples=config.probe.probe_language_examples)
     if resume_from is not None:
         step = int(resume_from.name.split("-")[-1])
         writer = RunWriter.resume(run_dir, from_step=step)

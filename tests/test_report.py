@@ -68,7 +68,8 @@ def test_damaged_store_report_completes_and_lists_problems(damaged):
     assert result.summary["n_runs"] == 7 and result.summary["n_problems"] == len(result.problems)
     assert {"trace", "trace_validation", "order", "relative", "feature_result"} <= set(result.figures)
     # absent inputs are notes, not errors
-    assert set(result.skipped) == {"regulariser", "two_stage"}
+    assert set(result.skipped) == {"regulariser", "two_stage", "language_trace", "language_relation",
+                                   "language_ranking"}  # no target-language rows: skipped, with the reason
     assert "Skipped: no regulariser runs" in page
 
 

@@ -12,13 +12,14 @@ import glob
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fisherlab.analysis.target_rows import empty_target_fisher, target_fisher_frame
 from fisherlab.errors import FisherlabError
 from fisherlab.runs import RunFormatError, find_run_dirs, labels_of, read_run_info, read_runs
 from fisherlab.runs.labels import flatten_config, legacy_config_value
@@ -51,6 +52,9 @@ class RunSet:
     metrics: pd.DataFrame
     results: pd.DataFrame
     problems: pd.DataFrame
+    # tr(F) rows measured on target-language inputs (fisher.jsonl rows with a `language`);
+    # ``fisher`` holds the source-data rows only
+    target_fisher: pd.DataFrame = field(default_factory=empty_target_fisher)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -73,7 +77,7 @@ class RunSet:
 
         return RunSet(runs=pick(self.runs), fisher=pick(self.fisher), schedule=pick(self.schedule),
                       metrics=pick(self.metrics), results=pick(self.results),
-                      problems=pick(self.problems, "run"))
+                      problems=pick(self.problems, "run"), target_fisher=pick(self.target_fisher))
 
     def where(self, **conditions: Any) -> RunSet:
         """Runs whose ``runs`` columns equal the given values (a list/tuple/set means "one of")."""
@@ -307,6 +311,10 @@ def load_runs(paths_or_globs: str | os.PathLike | Iterable[str | os.PathLike],
     id_array = np.asarray(run_ids, dtype=object)
 
     fisher = tables.fisher
+    is_target = fisher["language"].notna().to_numpy() if "language" in fisher else np.zeros(len(fisher), bool)
+    target_fisher = target_fisher_frame(fisher.loc[is_target], id_array)
+    if is_target.any():
+        fisher = fisher.loc[~is_target].reset_index(drop=True)
     row_estimators: dict[int, str] = {}
     if not fisher.empty and fisher["estimator"].notna().any():
         counts = fisher.loc[fisher["estimator"].notna()].groupby(["run", "estimator"]).size()
@@ -388,4 +396,4 @@ def load_runs(paths_or_globs: str | os.PathLike | Iterable[str | os.PathLike],
     problems_frame = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
     problems_frame["line"] = pd.array(problems_frame["line"].tolist(), dtype="Int64")
     return RunSet(runs=runs, fisher=fisher_frame, schedule=schedule, metrics=metrics_frame,
-                  results=results_frame, problems=problems_frame)
+                  results=results_frame, problems=problems_frame, target_fisher=target_fisher)

@@ -47,6 +47,9 @@ _DEFAULT_KNOBS: dict[str, Any] = {
     "names": None,
     "estimator": "per_example",
     "created": "2026-01-01T00:00:00Z",
+    "language_rho": None,
+    "language_scale": 8.0,
+    "language_sigma": 0.5,
 }
 
 
@@ -141,6 +144,17 @@ def write_synthetic_store(
     ``method_effects`` (method -> points), ``block_spread``, ``frozen_factor``, ``head``,
     ``metrics``, ``results``, ``status``, ``names`` (run ids, one per run), ``estimator``,
     ``created``. Same arguments, same files (byte for byte).
+
+    Target-language tr(F) (``language_rho`` not None; default None writes none): every
+    probe step also gets rows with ``language`` for each target language, whose mean over
+    the trainable layer blocks is ``base + shape(t) * A * exp(language_sigma * u)``
+    (``shape``: the run's hill scaled to height 1; ``A``: the middle of ``peak_range``;
+    ``u`` standard normal per run and language), so that curve's ``peak_value`` is a
+    monotone function of ``u``. Per-language results then add
+    ``language_scale * (language_rho * u + sqrt(1 - language_rho^2) * e)``, centred over
+    the run's target languages (``xling_avg`` is unchanged): the planted relation between
+    a language's tr(F) peak and its result (``language_rho=0``: the null case). The truth
+    is ``config["synthetic"]["languages"][language] = {"u", "peak_value"}``.
     """
     unknown = set(knobs) - set(_DEFAULT_KNOBS)
     if unknown:
@@ -201,6 +215,7 @@ def write_synthetic_store(
     offsets = np.linspace(3.0, -6.0, len(targets)) if len(targets) > 1 else np.zeros(1)
     offsets = offsets - offsets.mean()
     effects: Mapping[str, float] = opts["method_effects"]
+    planted = _plant_languages(plans, targets, opts, rng) if opts["language_rho"] is not None else None
     paths = []
     for i, plan in enumerate(plans):
         run_id = names[i] if names is not None else (
@@ -209,6 +224,8 @@ def write_synthetic_store(
         xling = 60.0 + float(effects.get(plan["method"], 0.0)) + float(opts["result_scale"]) * (
             rho * plan["z"] + math.sqrt(max(0.0, 1.0 - rho**2)) * plan["noise"])
         truth = {**plan["truth"], "xling_avg": xling, "z": plan["z"], "shape": opts["shape"]}
+        if planted is not None:
+            truth["languages"] = planted[i]["truth"]
         config = {"method": plan["method"], "seed": plan["seed"], "model": plan["model"],
                   "task": plan["task"], "task_module": "seq_bn",
                   "unfreezing": {"strategy": plan["method"], "k": k},
@@ -246,6 +263,11 @@ def write_synthetic_store(
             if opts["head"]:
                 rows.append({"block": "head", "layer": None, "trace": 1.0, "stderr": 0.01,
                              "trainable": True, "n_examples": 32})
+            if planted is not None:
+                rows += [{**row, "trace": float(target_curve[s_idx] / curve[s_idx] * row["trace"]),
+                          "language": lang}
+                         for lang, target_curve in planted[i]["curves"].items() for row in rows
+                         if row["layer"] is not None]
             writer.log_fisher(rows, step=int(step))
             if opts["metrics"]:
                 value = 40.0 + 40.0 / (1.0 + math.exp(-(step - plan["truth"]["peak_step"]) / max(every, 1)))
@@ -255,11 +277,37 @@ def write_synthetic_store(
             noise = plan["lang_noise"] - plan["lang_noise"].mean()
             for lang, offset, eps in zip(targets, offsets, noise, strict=True):
                 per_language[lang] = xling + float(offset) + float(eps)
+                if planted is not None:
+                    per_language[lang] += planted[i]["result_shift"][lang]
             writer.write_results(opts["metric"], source, per_language, split="test")
         if opts["status"] != "running":
             writer.finish(opts["status"], finished=opts["created"])
         paths.append(run_dir)
     return paths
+
+
+def _plant_languages(plans: list[dict], targets: list[str], opts: Mapping[str, Any],
+                     rng: np.random.Generator) -> list[dict]:
+    """Per run: target-language curves, the (centred) result shifts and the truth (see
+    ``write_synthetic_store``'s target-language paragraph)."""
+    rho, scale, sigma = float(opts["language_rho"]), float(opts["language_scale"]), float(opts["language_sigma"])
+    if not -1.0 <= rho <= 1.0:
+        raise ValueError(f"language_rho must be in [-1, 1], got {rho}")
+    height = (opts["peak_range"][0] + opts["peak_range"][1]) / 2.0
+    base = float(opts["base"])
+    out = []
+    for plan in plans:
+        u = rng.standard_normal(len(targets))
+        e = rng.standard_normal(len(targets))
+        shift = scale * (rho * u + math.sqrt(max(0.0, 1.0 - rho**2)) * e)
+        shift = shift - shift.mean()
+        hill = plan["curve"] - base
+        shape = hill / hill.max() if hill.max() > 0 else np.zeros_like(hill)
+        curves = {lang: base + shape * height * math.exp(sigma * float(ui)) for lang, ui in zip(targets, u, strict=True)}
+        out.append({"curves": curves, "result_shift": dict(zip(targets, map(float, shift), strict=True)),
+                    "truth": {lang: {"u": float(ui), "peak_value": float(curves[lang].max())}
+                              for lang, ui in zip(targets, u, strict=True)}})
+    return out
 
 
 def _safe_dir_name(run_id: str, index: int) -> str:

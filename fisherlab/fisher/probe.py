@@ -11,6 +11,12 @@
   its share of the batches and the per-block traces are all-reduced (weighted by
   the number of examples), so every rank sees the same numbers.
 
+Target-language input sets (:meth:`FisherProbe.add_language`): unlabelled inputs of a
+target language, a fixed seeded subset (:mod:`fisherlab.fisher.language_sets`), measured
+by :meth:`FisherProbe.measure_language` with the same estimator, mode and DDP handling;
+:meth:`FisherProbe.measure_sets` measures the source and every language in one call.
+Each set costs about one source measurement.
+
 *When* to measure is the Trainer callback's job
 (:class:`fisherlab.hf.FisherProbeCallback`). Measurements at step ``i`` see the weights after ``i`` optimizer steps, before the
 forward of step ``i``; they are taken in ``on_step_end`` of step ``i-1`` (before a
@@ -21,12 +27,14 @@ resume).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 
 from fisherlab.blocks import BlockMap, BlockMapError
+from fisherlab.fisher.language_sets import LABEL_FREE_ESTIMATORS, LanguageSet, language_seed, make_language_set
 from fisherlab.fisher.measurement import FisherMeasurement
 from fisherlab.fisher.precision import nonfinite_blocks, warn_nonfinite
 from fisherlab.torch_utils import (
@@ -75,6 +83,10 @@ class FisherProbe:
         self._data_batch_size: int | None = None
         self._cache: tuple[tuple, FisherMeasurement] | None = None
         self._from_trainer = False  # data attached by a callback from the trainer (re-attached per train())
+        self.language_sets: dict[str, LanguageSet] = {}
+        self._language_cache: dict[tuple, FisherMeasurement] = {}
+        # language -> context manager around that language's measurement (e.g. a language-adapter swap)
+        self.language_context: Callable[[str], AbstractContextManager] | None = None
 
     # -- data ------------------------------------------------------------------------------
     def attach(self, dataset: Any, collate_fn: Any = None, batch_size: int | None = None) -> FisherProbe:
@@ -139,32 +151,44 @@ class FisherProbe:
         return out
 
     # -- measuring ---------------------------------------------------------------------------
+    def _names(self, blocks: BlockMap, block_names: Sequence[str] | None) -> list[str]:
+        names = list(block_names if block_names is not None else (self.block_names or blocks.names))
+        unknown = [n for n in names if n not in blocks]
+        if unknown:
+            raise BlockMapError(f"FisherProbe: unknown blocks {unknown}; the BlockMap has {blocks.names}")
+        return names
+
     def measure(self, model: torch.nn.Module, blocks: BlockMap, step: int,
                 block_names: Sequence[str] | None = None) -> FisherMeasurement:
         """tr(F) per block at ``step`` (cached: a second call for the same step/blocks is free).
 
         Collective under ``torch.distributed``: every rank must call it.
         """
-        names = list(block_names if block_names is not None else (self.block_names or blocks.names))
-        unknown = [n for n in names if n not in blocks]
-        if unknown:
-            raise BlockMapError(f"FisherProbe: unknown blocks {unknown}; the BlockMap has {blocks.names}")
+        names = self._names(blocks, block_names)
         key = (int(step), tuple(names), id(model))
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
+        batches = self.batches(step, model_device(model))
+        result = self._measure_batches(model, blocks, names, batches, step, mix_seed(self.seed, step, dist_info()[0]),
+                                       len(self.batch_indices(step)))
+        self._cache = (key, result)
+        return result
+
+    def _measure_batches(self, model: torch.nn.Module, blocks: BlockMap, names: list[str], batches: list[Any],
+                         step: int, seed: int, n_batches: int) -> FisherMeasurement:
+        """tr(F) per block over this rank's ``batches`` (all-reduced over ranks), modes/RNG/grads untouched."""
         from fisherlab.fisher import trace_fisher
 
-        rank, world = dist_info()
+        world = dist_info()[1]
         device = model_device(model)
-        batches = self.batches(step, device)
         with preserved_modes(model), torch.random.fork_rng(devices=cuda_devices(model)):
             if self.mode == "eval":
                 model.eval()
             elif self.mode == "train":
                 model.train()
             if batches:
-                m = trace_fisher(model, batches, blocks=blocks, estimator=self.estimator,
-                                 seed=mix_seed(self.seed, step, rank), block_names=names)
+                m = trace_fisher(model, batches, blocks=blocks, estimator=self.estimator, seed=seed,
+                                 block_names=names)
                 traces = {n: float(m.traces[n]) for n in names}
                 stderr = {n: float(m.stderr.get(n, math.nan)) for n in names}
                 n_ex, meta = int(m.n_examples), dict(m.meta)
@@ -182,11 +206,81 @@ class FisherProbe:
             if bad:
                 meta.update(nonfinite=True, nonfinite_blocks=bad)
         meta.setdefault("estimator", self.estimator)
-        meta.update({"probe_mode": self.mode, "world_size": world, "n_batches": len(self.batch_indices(step))})
-        result = FisherMeasurement(traces=traces, stderr=stderr, n_examples=n_ex, meta=meta,
-                                   layers={n: blocks[n].layer for n in names}, step=int(step))
-        self._cache = (key, result)
+        meta.update({"probe_mode": self.mode, "world_size": world, "n_batches": n_batches})
+        return FisherMeasurement(traces=traces, stderr=stderr, n_examples=n_ex, meta=meta,
+                                 layers={n: blocks[n].layer for n in names}, step=int(step))
+
+    # -- target-language input sets ------------------------------------------------------------
+    def add_language(self, language: str, dataset: Any, collate_fn: Any = None,
+                     n_examples: int | None = None) -> FisherProbe:
+        """Also measure on ``language``'s inputs: a fixed subset of ``n_examples`` examples of
+        ``dataset`` drawn once from ``(seed, language)`` (None: all of them). Labels in the set
+        are removed before measuring (the true Fisher samples y from the model), so the
+        estimator must be label-free (not ``empirical``)."""
+        if self.estimator not in LABEL_FREE_ESTIMATORS:
+            raise ValueError(f"FisherProbe.add_language({language!r}): estimator {self.estimator!r} needs data "
+                             f"labels; target-language sets are unlabelled (use one of {LABEL_FREE_ESTIMATORS})")
+        self.language_sets[language] = make_language_set(language, dataset, collate_fn, n_examples, self.seed)
+        self._language_cache.clear()
+        return self
+
+    @property
+    def languages(self) -> list[str]:
+        """Names of the target-language sets, in the order added."""
+        return list(self.language_sets)
+
+    def language_label_seed(self, language: str, step: int, rank: int = 0) -> int:
+        """The label-sampling seed of ``language``'s measurement at ``step`` on ``rank``."""
+        return mix_seed(language_seed(self.seed, language), step, rank)
+
+    def language_batches(self, language: str, device: torch.device | str | None = None) -> list[Any]:
+        """This rank's batches of ``language``'s fixed subset (label fields removed), on ``device``."""
+        if language not in self.language_sets:
+            raise KeyError(f"FisherProbe: no input set for language {language!r}; sets: {self.languages}")
+        size = self.batch_size or self._data_batch_size
+        if not size:
+            raise ValueError("FisherProbe: batch_size unknown; pass batch_size= (or attach training data first)")
+        rank, world = dist_info()
+        lang_set = self.language_sets[language]
+        out = []
+        for i, idx in enumerate(lang_set.batch_indices(size)):
+            if i % world == rank:
+                batch = lang_set.collate(idx)
+                out.append(to_device(batch, torch.device(device)) if device is not None else batch)
+        return out
+
+    def measure_language(self, model: torch.nn.Module, blocks: BlockMap, step: int, language: str,
+                         block_names: Sequence[str] | None = None) -> FisherMeasurement:
+        """tr(F) per block on ``language``'s fixed subset at ``step`` (cached per step and language);
+        ``meta["language"]`` names the set. Wrapped in ``language_context(language)`` when set
+        (e.g. a MAD-X language-adapter swap). Collective under ``torch.distributed``."""
+        names = self._names(blocks, block_names)
+        key = (int(step), tuple(names), id(model), language)
+        if key in self._language_cache:
+            return self._language_cache[key]
+        context = self.language_context(language) if self.language_context is not None else nullcontext()
+        with context:
+            batches = self.language_batches(language, model_device(model))
+            size = self.batch_size or self._data_batch_size
+            result = self._measure_batches(model, blocks, names, batches, step,
+                                           self.language_label_seed(language, step, dist_info()[0]),
+                                           len(self.language_sets[language].batch_indices(size)))
+        result.meta["language"] = language
+        self._language_cache = {k: v for k, v in self._language_cache.items() if k[0] == int(step)}
+        self._language_cache[key] = result
         return result
+
+    def measure_sets(self, model: torch.nn.Module, blocks: BlockMap, step: int,
+                     block_names: Sequence[str] | None = None,
+                     languages: Sequence[str] | None = None) -> dict[str | None, FisherMeasurement]:
+        """All input sets at ``step`` in one call: ``None`` -> the source (training) data when
+        attached, then each target language (``languages``: a subset; default all)."""
+        out: dict[str | None, FisherMeasurement] = {}
+        if self.attached:
+            out[None] = self.measure(model, blocks, step, block_names)
+        for language in (self.languages if languages is None else languages):
+            out[language] = self.measure_language(model, blocks, step, language, block_names)
+        return out
 
 
 def _all_reduce_traces(names: Sequence[str], traces: Mapping[str, float], stderr: Mapping[str, float],

@@ -10,12 +10,13 @@ checkpoint and the run store agree on resume). Needs binding (:mod:`fisherlab.hf
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from fisherlab.blocks import BlockMap
+from fisherlab.fisher.language_sets import LABEL_FREE_ESTIMATORS
 from fisherlab.fisher.measurement import FisherMeasurement
 from fisherlab.fisher.probe import FisherProbe
 from fisherlab.hf.binding import _STATE_PREFIX, TrainerBoundCallback
@@ -53,6 +54,14 @@ class FisherProbeCallback(TrainerBoundCallback):
     ``blocks`` is a BlockMap, the task adapter's name, or None (the model's active task
     module; the whole layers of a model without adapters); ``probe`` shares a
     :class:`FisherProbe` (e.g. with the ``fisher`` strategy; its settings win).
+
+    ``languages`` (``{language: map-style dataset}``) adds unlabelled target-language input
+    sets: at every probe step each is measured on the same fixed seeded subset of
+    ``language_examples`` examples (None: ``n_batches`` x the probe batch size, i.e. the
+    source probe's size), collated by ``language_collate`` (None: the trainer's collator),
+    labels removed. Their rows carry ``language`` in ``fisher.jsonl``; logs are
+    ``fisher/<language>/<block>`` and ``fisher/<language>/mean_trainable``. Each set costs
+    about one source measurement.
     """
 
     def __init__(self, every: int = 100, n_batches: int = 40, estimator: str = "per_example",
@@ -60,7 +69,8 @@ class FisherProbeCallback(TrainerBoundCallback):
                  batch_size: int | None = None, mode: str = "eval",
                  block_names: Sequence[str] | None = None, at_end: bool = True,
                  probe: FisherProbe | None = None, log_prefix: str = "fisher/",
-                 state_key: str = "fisher_probe") -> None:
+                 state_key: str = "fisher_probe", languages: Mapping[str, Any] | None = None,
+                 language_examples: int | None = None, language_collate: Any = None) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
             raise ValueError(f"FisherProbeCallback: every must be a positive integer, got {every!r}")
         self.every = every
@@ -73,10 +83,21 @@ class FisherProbeCallback(TrainerBoundCallback):
         self.state_key = _STATE_PREFIX + state_key
         self.measured_through = -1
         self.history: list[FisherMeasurement] = []
+        self.languages = dict(languages or {})
+        self.language_examples = language_examples
+        self.language_collate = language_collate
+        self.language_history: dict[str, list[FisherMeasurement]] = {lang: [] for lang in self.languages}
+        if self.languages and self.probe.estimator not in LABEL_FREE_ESTIMATORS:
+            raise ValueError(f"FisherProbeCallback: estimator {self.probe.estimator!r} needs data labels; "
+                             f"target-language sets are unlabelled (use one of {LABEL_FREE_ESTIMATORS})")
 
     def config(self) -> dict[str, Any]:
         """``run.json``'s ``fisher`` entry: estimator, every, n_batches, ..."""
-        return {"every": self.every, **self.probe.config()}
+        out = {"every": self.every, **self.probe.config()}
+        if self.languages:
+            out["languages"] = list(self.languages)
+            out["language_examples"] = self.language_examples
+        return out
 
     # -- events ------------------------------------------------------------------------------
     def on_init_end(self, args, state, control, model=None, **kwargs):
@@ -88,6 +109,7 @@ class FisherProbeCallback(TrainerBoundCallback):
         self.blocks = self._resolve_blocks(self.blocks, model, "FisherProbeCallback", discover=True)
         attach_training_data(self.probe, train_dataloader, args, "FisherProbeCallback")
         record_precision(self.writer, self.trainer, model, state)
+        self._add_languages(train_dataloader)
         saved = state.stateful_callbacks.get(self.state_key)
         self.measured_through = int(saved["measured_through"]) if saved else -1
         self._save_state(state)
@@ -106,6 +128,16 @@ class FisherProbeCallback(TrainerBoundCallback):
     def _save_state(self, state: Any) -> None:
         state.stateful_callbacks[self.state_key] = {"measured_through": self.measured_through}
 
+    def _add_languages(self, train_dataloader: Any) -> None:
+        """Give the probe its target-language sets (once; the fixed subsets never change)."""
+        collate = self.language_collate or getattr(train_dataloader, "collate_fn", None)
+        size = self.probe.batch_size or self.probe._data_batch_size
+        n = self.language_examples if self.language_examples is not None else \
+            (self.probe.n_batches * size if size else None)
+        for language, dataset in self.languages.items():
+            if language not in self.probe.language_sets:
+                self.probe.add_language(language, dataset, collate, n)
+
     def _measure(self, args: Any, state: Any, model: torch.nn.Module) -> FisherMeasurement | None:
         step = int(state.global_step)
         if step <= self.measured_through:
@@ -119,6 +151,12 @@ class FisherProbeCallback(TrainerBoundCallback):
         self._save_state(state)
         logs = {f"{self.log_prefix}{name}": value for name, value in result.traces.items()}
         logs[f"{self.log_prefix}mean_trainable"] = result.mean_over(trainable)
+        for language in self.languages:
+            measured = self.probe.measure_language(model, self.blocks, step, language)
+            self.language_history[language].append(measured)
+            rows += [{**row, "language": language} for row in measured.to_records(trainable, with_estimator=True)]
+            logs.update({f"{self.log_prefix}{language}/{name}": v for name, v in measured.traces.items()})
+            logs[f"{self.log_prefix}{language}/mean_trainable"] = measured.mean_over(trainable)
         if self.writer is not None and state.is_world_process_zero:
             self.writer.log_fisher(rows, step)
         self._log(logs)

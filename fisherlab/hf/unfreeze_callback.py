@@ -74,7 +74,8 @@ class UnfreezeCallback(TrainerBoundCallback):
         so the optimizer and DDP register it. Idempotent; called by ``on_init_end`` and the mixin."""
         if self.schedule is None:
             self.blocks = self._resolve_blocks(self.blocks, model, "UnfreezeCallback")
-            self.schedule = UnfreezeSchedule(self.strategy, self.blocks, measure=self._measure_fn())
+            self.schedule = UnfreezeSchedule(self.strategy, self.blocks, measure=self._measure_fn(),
+                                             measure_languages=self._measure_languages_fn())
         self.schedule.check_model(model)
         for param in self.schedule.schedulable_parameters(model).values():
             param.requires_grad_(True)
@@ -91,6 +92,23 @@ class UnfreezeCallback(TrainerBoundCallback):
             default = probe.block_names or self.blocks.names
             result = probe.measure(model, self.blocks, step, default if set(names) <= set(default) else names)
             return {n: result.traces[n] for n in names}
+
+        return measure
+
+    def _measure_languages_fn(self):
+        """Target-language traces from the probe's language sets (``fisher:data=target``)."""
+        if not self.strategy.needs_measurement:
+            return None
+        probe = self.strategy.make_probe()
+
+        def measure(model: torch.nn.Module, languages: Sequence[str], names: Sequence[str],
+                    step: int) -> dict[str, dict[str, float]]:
+            missing = [lang for lang in languages if lang not in probe.language_sets]
+            if missing:
+                raise StrategyError(f"{self.strategy.name}: the probe has no input set for {missing} "
+                                    f"(sets: {probe.languages}); add them with probe.add_language")
+            return {lang: dict(probe.measure_language(model, self.blocks, step, lang, names).traces)
+                    for lang in languages}
 
         return measure
 

@@ -24,6 +24,7 @@ from fisherlab.report.options import (
     REGULARISER_COLUMNS,
     WEIGHT_COLUMNS,
 )
+from fisherlab.report.languages import LANGUAGE_FIGURES
 from fisherlab.report.tables import _baseline
 
 
@@ -299,5 +300,6 @@ FIGURE_BUILDERS: dict[str, Callable[[_Context], Drawn]] = {
     "feature_result": _fig_feature_result,
     "regulariser": _fig_regulariser,
     "two_stage": _fig_two_stage,
+    **{name: builder for name, (_, builder) in LANGUAGE_FIGURES.items()},
 }
 

@@ -20,6 +20,9 @@ FIGURES: dict[str, str] = {
     "feature_result": "tr(F)-curve features vs the cross-lingual result, with fit and CI",
     "regulariser": "final tr(F) vs source accuracy by regulariser and weight (Stickland & Murray Fig. 1)",
     "two_stage": "two-stage gain vs tr(F) after the source stage (Stickland & Murray Fig. 2)",
+    "language_trace": "target-language tr(F) curves, one panel per language",
+    "language_relation": "per language: target-language tr(F) feature vs that language's zero-shot result",
+    "language_ranking": "per run: languages ranked by target-language tr(F) vs by result",
 }
 
 #: Run columns of the regulariser kind and its weight: the run labels (``docs/run-format.md``;

@@ -197,10 +197,11 @@ def _fisher_file(f: _File) -> dict[str, Any]:
         bad_flag = np.fromiter((v is not None and type(v) is not bool for v in flags), dtype=bool,
                                count=len(flags))
         f.report(bad_flag & f.keep, "'trainable' is not true/false", "repaired (set to missing)")
-    f.dedupe(list(zip(step.tolist(), block, strict=True)), "(step, block) rows")
+    language = _optional_str(_column(recs, "language"))  # None: the source (training) data
+    f.dedupe(list(zip(step.tolist(), block, language, strict=True)), "(step, block) rows")  # per input set (language)
     return {"line": f.lines, "step": step, "block": block, "layer": layer, "trace": trace,
             "stderr": stderr, "trainable": trainable, "n_examples": n_examples,
-            "estimator": _optional_str(_column(recs, "estimator"))}
+            "estimator": _optional_str(_column(recs, "estimator")), "language": language}
 
 
 def _schedule_file(f: _File) -> dict[str, Any]:
@@ -243,6 +244,7 @@ def _fisher_frame(c: _Chunks) -> pd.DataFrame:
         "layer": _masked(c.array("layer"), "Int64"), "trace": c.array("trace"),
         "stderr": c.array("stderr"), "trainable": _masked(c.array("trainable"), "boolean"),
         "n_examples": _masked(c.array("n_examples"), "Int64"), "estimator": c.strings("estimator"),
+        "language": c.strings("language"),
     })
 
 

@@ -47,6 +47,7 @@ FISHER_FIELDS: dict[str, tuple[str, bool]] = {
     "estimator": ("str|null", False),
     "precision": ("str|null", False),
     "nonfinite": ("bool|null", False),
+    "language": ("str|null", False),
 }
 SCHEDULE_FIELDS: dict[str, tuple[str, bool]] = {
     "step": ("int", True),

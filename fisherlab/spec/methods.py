@@ -93,11 +93,19 @@ def method_strategy(method: str, k: int | None, seed: int, probe_batches: int) -
 
 
 def method_label(strategy: str | Mapping[str, Any] | Any, regularisers: Iterable[RegulariserSpec] = ()) -> str:
-    """Default method label: the strategy's name, then ``+label`` per regulariser."""
+    """Default method label: the strategy's label (its name; ``fisher_target`` for
+    ``fisher:data=target``), then ``+label`` per regulariser."""
+    from fisherlab.spec.strategies import strategy_from_string
+
     if isinstance(strategy, str):
         name = parse_spec(strategy, "strategy")[0]
     elif isinstance(strategy, Mapping):
         name = str(strategy.get("name"))
     else:
-        name = strategy.name
+        name = getattr(strategy, "label", strategy.name)
+    if isinstance(strategy, (str, Mapping)):
+        try:
+            name = strategy_from_string(strategy).label
+        except SpecError:
+            pass  # a strategy this process cannot build (e.g. unregistered): its name
     return "+".join([name, *(r.label for r in regularisers)])

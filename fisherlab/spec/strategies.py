@@ -16,6 +16,7 @@ Strategies are configured by plain strings so they fit in configs and run names:
     "permutation:order=5,4,0,1,2,3;k=50"   a given order of layer indices
     "random:k=50;seed=0"            next block drawn uniformly from the frozen ones (+Rand)
     "fisher:k=50;estimator=per_example;n_batches=40"   FUN: the frozen block with the largest tr(F)
+    "fisher:k=50;data=target;languages=sw,th"   FUN by the mean tr(F) on unlabelled target inputs
     "surgical:blocks=layer.2,layer.3"   a fixed subset only
 
 ``strategy.to_string()`` gives the canonical string back; ``register_strategy(name)``
@@ -57,7 +58,8 @@ class SelectionState:
     """What a strategy sees when it selects: the step and which layer blocks are frozen.
 
     ``measure(block_names)`` returns tr(F) per block (probe-backed; only strategies
-    that ask for it via ``needs_measurement`` get one).
+    that ask for it via ``needs_measurement`` get one); ``measure_languages(languages,
+    block_names)`` returns ``{language: {block: tr(F)}}`` on target-language inputs.
     """
 
     step: int
@@ -66,6 +68,7 @@ class SelectionState:
     frozen: tuple[str, ...]
     unfrozen: tuple[str, ...]
     measure: Callable[[Sequence[str]], Mapping[str, float]] | None = None
+    measure_languages: Callable[[Sequence[str], Sequence[str]], Mapping[str, Mapping[str, float]]] | None = None
 
 
 def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
@@ -247,6 +250,10 @@ class Fisher(Strategy):
     that many training batches; the paper uses 40), ``batch_size`` (None = the
     trainer's), ``mode`` (``eval``/``train``/``as_is``) and ``seed``. Pass ``probe=`` to
     share a :class:`fisherlab.fisher.probe.FisherProbe` (its settings win).
+
+    ``data=target;languages=sw,th`` (an extension beyond the paper, docs/unfreezing.md):
+    score each block by its tr(F) averaged over the listed languages' unlabelled inputs
+    instead of the training data's.
     """
 
     needs_measurement: ClassVar[bool] = True
@@ -257,10 +264,19 @@ class Fisher(Strategy):
     seed: int = 0
     batch_size: int | None = None
     mode: str = "eval"
+    data: str | None = None  # None/"source": the training data; "target": ``languages``' inputs
+    languages: tuple[str, ...] | None = None
     probe: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.data = None if self.data == "source" else self.data
+        if self.data not in (None, "target"):
+            raise StrategyError(f"fisher: data must be 'source' or 'target', got {self.data!r}")
+        self.languages = tuple(str(x).strip() for x in self.languages) if self.languages else None
+        if (self.data == "target") != bool(self.languages):
+            raise StrategyError("fisher: data=target needs languages=<comma-separated languages> "
+                                f"and languages needs data=target (got data={self.data!r}, languages={self.languages!r})")
         if self.probe is not None:
             self.estimator = self.probe.estimator
             self.n_batches = self.probe.n_batches
@@ -289,7 +305,7 @@ class Fisher(Strategy):
         if state.measure is None:
             raise StrategyError("fisher: no measurement available (the strategy needs a FisherProbe attached "
                                 "to training data; use UnfreezeCallback or UnfreezeSchedule(measure=...))")
-        scores = state.measure(state.blocks.layer_blocks)
+        scores = self._scores(state)
         best, best_key = None, None
         for name in state.frozen:
             value = float(scores.get(name, math.nan))
@@ -302,6 +318,21 @@ class Fisher(Strategy):
             raise StrategyError(f"fisher: no finite tr(F) for any frozen block at step {state.step}: "
                                 f"{ {n: scores.get(n) for n in state.frozen} }")
         return [best]
+
+    @property
+    def label(self) -> str:
+        """``fisher`` (the paper's FUN) or ``fisher_target`` (scored on target-language inputs)."""
+        return "fisher_target" if self.data == "target" else self.name
+
+    def _scores(self, state: SelectionState) -> Mapping[str, float]:
+        """tr(F) per layer block: the source's, or the mean over ``languages`` (data=target)."""
+        if self.data != "target":
+            return state.measure(state.blocks.layer_blocks)
+        if state.measure_languages is None:
+            raise StrategyError("fisher: data=target needs target-language measurements (UnfreezeCallback with "
+                                "a probe that has the languages' input sets)")
+        per = state.measure_languages(self.languages, state.blocks.layer_blocks)
+        return {b: float(np.mean([per[lang][b] for lang in self.languages])) for b in state.blocks.layer_blocks}
 
 
 @dataclass

@@ -54,6 +54,8 @@ class UnfreezeSchedule:
     unfrozen: list[str] = field(default_factory=list)
     events: list[UnfreezeEvent] = field(default_factory=list)
     decided_through: int = -1
+    # (model, languages, block_names, step) -> {language: {block: trace}} (``fisher:data=target``)
+    measure_languages: Callable[..., Mapping[str, Mapping[str, float]]] | None = None
 
     def __post_init__(self) -> None:
         self.strategy = strategy_from_string(self.strategy)
@@ -123,8 +125,17 @@ class UnfreezeSchedule:
                 scores = {n: float(v) for n, v in result.items()}
                 return result
 
+            def languages_fn(languages: Sequence[str], names: Sequence[str]) -> Mapping[str, Mapping[str, float]]:
+                nonlocal scores
+                if self.measure_languages is None:
+                    raise StrategyError(f"{self.strategy.name}: no target-language measure function")
+                result = self.measure_languages(model, list(languages), list(names), step)
+                scores = {n: sum(float(result[lang][n]) for lang in languages) / len(languages) for n in names}
+                return result
+
         state = SelectionState(step=step, decision=self._decision_index(step), blocks=self.blocks,
-                               frozen=tuple(frozen), unfrozen=tuple(self.unfrozen), measure=measure_fn)
+                               frozen=tuple(frozen), unfrozen=tuple(self.unfrozen), measure=measure_fn,
+                               measure_languages=languages_fn if self.strategy.needs_measurement else None)
         chosen = list(self.strategy.select(state))
         bad = [b for b in chosen if b not in frozen]
         if bad:
