@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_sweep import _flags, _manifest, testbed4  # noqa: F401 - the module's tiny testbed fixture
 from typer.testing import CliRunner
 
 import fisherlab.sweep.parallel as parallel
@@ -19,7 +20,6 @@ from fisherlab.cli import app
 from fisherlab.config import ConfigError
 from fisherlab.sweep import MANIFEST, plan_sweep, run_sweep
 from fisherlab.sweep.console import LOG_FILE
-from test_sweep import _flags, _manifest, testbed4  # noqa: F401 - the module's tiny testbed fixture
 
 # Loaded by every worker process (PYTHONPATH): makes chosen runs fail inside the worker, the
 # way a real run fails -- an exception from training, or the process dying without a result.

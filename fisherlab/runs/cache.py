@@ -32,7 +32,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fisherlab.runs.schema import FISHER_JSONL, METRICS_JSONL, RESULTS_JSON, RUN_JSON, SCHEDULE_JSONL
+from fisherlab.runs.schema import (
+    FISHER_JSONL,
+    METRICS_JSONL,
+    RESULTS_JSON,
+    RUN_JSON,
+    SCHEDULE_JSONL,
+)
 
 __all__ = ["CACHE_FILE", "CACHE_FORMAT", "RunCache", "reader_version", "run_key", "user_cache_dir"]
 
@@ -86,6 +92,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o644)  # readable by the store's other users (mkstemp makes it owner-only)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -123,7 +130,7 @@ class RunCache:
             try:
                 with open(path, "rb") as handle:
                     entry = pickle.load(handle)
-            except FileNotFoundError:
+            except (FileNotFoundError, PermissionError):  # none here, or another user's: not ours to report
                 continue
             except Exception as err:  # noqa: BLE001 - any unreadable pickle is ignored and rebuilt
                 self.problems.append({"run": str(run_dir), "file": str(path), "line": None,

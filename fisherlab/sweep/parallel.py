@@ -30,6 +30,7 @@ from typing import Any
 from fisherlab.config import ConfigError
 from fisherlab.sweep.console import LOG_FILE, SweepConsole, _Progress
 from fisherlab.sweep.plan import PlannedRun
+from fisherlab.sweep.run import is_completed
 
 __all__ = ["DevicePool", "ParallelConsole", "cpu_cores", "detect_gpus", "run_parallel", "threads_per_run"]
 
@@ -155,10 +156,15 @@ class _Job:
         task.write_bytes(pickle.dumps({"run": run, "threads": threads}))
         run.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = None if verbose else open(run.run_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fisherlab.sweep.worker", str(task), str(self.result)],
-            env=_worker_env(gpu, threads), stdin=subprocess.DEVNULL,
-            stdout=self.log, stderr=subprocess.STDOUT if self.log is not None else None)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "fisherlab.sweep.worker", str(task), str(self.result)],
+                env=_worker_env(gpu, threads), stdin=subprocess.DEVNULL,
+                stdout=self.log, stderr=subprocess.STDOUT if self.log is not None else None)
+        except BaseException:
+            if self.log is not None:
+                self.log.close()
+            raise
 
     def outcome(self) -> dict[str, Any]:
         """``{"status", "error", "device", "threads"}`` the worker reported (or the reason it did not)."""
@@ -208,7 +214,13 @@ def run_parallel(plan: Sequence[PlannedRun], records: list[dict[str, Any]], save
             while pending or running:
                 while pending and len(running) < concurrency:
                     index = pending.popleft()
-                    run, gpu = plan[index], pool.acquire()
+                    run = plan[index]
+                    if is_completed(run):  # no worker needed to reuse a finished run
+                        records[index].update(status="reused", seconds=0.0)
+                        save()
+                        console.done(run, records[index])
+                        continue
+                    gpu = pool.acquire()
                     running.append(_Job(index, run, gpu, threads, Path(tmp), verbose))
                     records[index].update(status="running", device=gpu, threads=threads)
                     console.started(run, gpu)

@@ -47,13 +47,19 @@ def _check_existing(plan: Sequence[PlannedRun]) -> None:
                               f"(strategy {run.strategy!r}, seed {run.seed}); choose another --out")
 
 
+def is_completed(run: PlannedRun) -> bool:
+    """Whether ``run``'s directory already holds its completed run (a sweep reuses it)."""
+    info = _run_info(run.run_dir)
+    return info is not None and info.get("status") == "completed"
+
+
 def execute_planned(run: PlannedRun, extra_callbacks: Sequence[Any] = ()) -> str:
     """Train one planned run: ``reused`` if complete, else resume (checkpoint) or start over; ``trained``."""
     from fisherlab import train
 
-    info = _run_info(run.run_dir)
-    if info is not None and info.get("status") == "completed":
+    if is_completed(run):
         return "reused"
+    info = _run_info(run.run_dir)
     if info is not None and train.last_checkpoint(run.run_dir) is not None:
         config = run.parse(resume=True)
     else:
@@ -170,8 +176,7 @@ def _submit(submitit: Any, plan: Sequence[PlannedRun], records: list[dict[str, A
     parameters = {"name": "fisherlab-sweep", **dict(slurm_options)}
     executor.update_parameters(**parameters)
     for run, record in zip(plan, records, strict=True):
-        info = _run_info(run.run_dir)
-        if info is not None and info.get("status") == "completed":
+        if is_completed(run):
             record["status"] = "reused"
             continue
         job = executor.submit(execute_planned, run)
