@@ -142,9 +142,9 @@ _TEXT_COLUMNS = frozenset({"block", "estimator", "event", "strategy", "split", "
 
 def _encode(values: list) -> _Coded:
     """``["a", "b", "a"]`` -> ``_Coded(["a", "b"], [0, 1, 0])``."""
-    table: dict = {}
-    codes = np.fromiter((table.setdefault(v, len(table)) for v in values), dtype=np.int64, count=len(values))
-    return _Coded(list(table), codes)
+    distinct = list(dict.fromkeys(values))
+    index = {v: i for i, v in enumerate(distinct)}
+    return _Coded(distinct, np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values)))
 
 
 class _Chunks:
