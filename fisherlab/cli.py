@@ -253,6 +253,9 @@ def sweep(
     quiet: bool = typer.Option(False, help="No progress bar or per-run status lines."),
     verbose: bool = typer.Option(False, help="Every run's full Trainer output on the console instead of "
                                              "RUN_DIR/train.log."),
+    jobs: int = typer.Option(1, help="Local runs at once (one process each; one GPU each when there are "
+                                     "GPUs, else CPU threads split)."),
+    runs_per_gpu: int = typer.Option(1, help="With --jobs: runs that may share one GPU."),
 ) -> None:
     """Many runs: methods x seeds (+ sampled permutation schedules); see docs/cli.md.
 
@@ -270,7 +273,8 @@ def sweep(
                           seeds=list(range(seeds)), permutations=permutations,
                           permutation_seed=permutation_seed, k=k, out=out)
         result = run_sweep(plan, executor=executor, dry_run=dry_run, progress=not (quiet or dry_run),
-                           slurm_options=parse_slurm_options(slurm or []), verbose=verbose)
+                           slurm_options=parse_slurm_options(slurm or []), verbose=verbose, jobs=jobs,
+                           runs_per_gpu=runs_per_gpu)
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err

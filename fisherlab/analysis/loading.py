@@ -8,6 +8,7 @@ input always gives the same frames (runs sorted by run_id, then path).
 
 from __future__ import annotations
 
+import copy
 import glob
 import os
 from collections import Counter
@@ -22,6 +23,7 @@ import pandas as pd
 from fisherlab.analysis.target_rows import empty_target_fisher, target_fisher_frame
 from fisherlab.errors import FisherlabError
 from fisherlab.runs import RunFormatError, find_run_dirs, labels_of, read_run_info, read_runs
+from fisherlab.runs.cache import RunCache
 from fisherlab.runs.labels import flatten_config, legacy_config_value
 from fisherlab.spec.grammar import SpecError, parse_spec
 
@@ -261,14 +263,31 @@ def _sort_fisher(fisher: pd.DataFrame) -> np.ndarray:
     return np.lexsort(keys)
 
 
+def _open_cache(cache: bool | str | os.PathLike | None) -> RunCache | None:
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return RunCache(None)
+    if isinstance(cache, (str, os.PathLike)):
+        return RunCache(cache)
+    raise TypeError(f"load_runs: cache={cache!r}; expected True, False or a directory path")
+
+
 def load_runs(paths_or_globs: str | os.PathLike | Iterable[str | os.PathLike],
-              progress: bool = False) -> RunSet:
+              progress: bool = False, cache: bool | str | os.PathLike = True) -> RunSet:
     """Read every run under ``paths_or_globs`` into a :class:`RunSet` of tidy frames.
 
     Each input may be a run directory, a parent of run directories (any depth), a
     ``run.json`` file or a glob. Raises :class:`NoRunsError` when no run can be read;
     anything else skipped or repaired is a row of ``RunSet.problems``.
+
+    ``cache``: what the reader parsed is kept per run (:mod:`fisherlab.runs.cache`) and
+    reused while the run's files are unchanged (same sizes and modification times), so
+    re-reading a store in a notebook is fast; the frames are the same as without it.
+    ``True`` (default): beside each run (``RUN_DIR/.fisherlab-cache.pkl``; the user cache
+    directory for a read-only store); a path: that directory; ``False``: no cache.
     """
+    run_cache = _open_cache(cache)
     run_dirs, problems = _discover(paths_or_globs)
     if not run_dirs:
         reasons = "; ".join(f"{p['file']}: {p['reason']}" for p in problems)
@@ -276,14 +295,29 @@ def load_runs(paths_or_globs: str | os.PathLike | Iterable[str | os.PathLike],
 
     # run.json first: run ids decide the order of everything else.
     entries: list[tuple[Path, dict, list[dict]]] = []
+    cached: dict[Path, tuple[tuple, dict | None, dict | None]] = {}  # run dir -> key, payload, fresh info
     for run_dir in run_dirs:
-        try:
-            info, info_problems = read_run_info(run_dir)
-        except (RunFormatError, OSError) as err:
-            problems.append({"run": str(run_dir), "file": str(run_dir / "run.json"), "line": None,
-                             "reason": str(err), "action": "skipped run"})
-            continue
-        entries.append((run_dir, info, info_problems))
+        payload, stale = None, []
+        if run_cache is not None:
+            seen_problems = len(run_cache.problems)
+            key, payload = run_cache.get(run_dir)
+            stale = run_cache.problems[seen_problems:]
+        if payload is not None:
+            info, info_problems = payload["info"], payload["info_problems"]
+        else:
+            try:
+                info, info_problems = read_run_info(run_dir)
+            except (RunFormatError, OSError) as err:
+                problems.append({"run": str(run_dir), "file": str(run_dir / "run.json"), "line": None,
+                                 "reason": str(err), "action": "skipped run"})
+                continue
+        if run_cache is not None:  # what the cache would store: run.json as read, before any renaming
+            fresh = None if payload is not None else {"info": copy.deepcopy(info),
+                                                      "info_problems": copy.deepcopy(info_problems)}
+            cached[run_dir] = (key, payload, fresh)
+        for problem in stale:
+            problem["run"] = info["run_id"]
+        entries.append((run_dir, info, stale + info_problems))
     if not entries:
         reasons = "; ".join(f"{p['file']}: {p['reason']}" for p in problems[:10])
         raise NoRunsError(f"load_runs: none of the {len(run_dirs)} run directories could be read ({reasons})")
@@ -303,9 +337,18 @@ def load_runs(paths_or_globs: str | os.PathLike | Iterable[str | os.PathLike],
                                   "reason": f"run_id {run_id!r} already used by another run",
                                   "action": f"repaired (renamed to {new_id!r})"})
             info["run_id"] = new_id
+            cached.pop(run_dir, None)  # a renamed run is read afresh and not cached (its id depends on others)
     entries.sort(key=lambda e: (e[1]["run_id"], str(e[0])))
+    files = [cached[e[0]][1]["files"] if e[0] in cached and cached[e[0]][1] is not None else None
+             for e in entries]
+    read: list[tuple[int, dict]] = []
     tables = read_runs([e[0] for e in entries], progress=progress,
-                       infos=[(e[1], e[2]) for e in entries])
+                       infos=[(e[1], e[2]) for e in entries], files=files, read=read)
+    for i, found in read:
+        run_dir = entries[i][0]
+        if run_dir in cached and cached[run_dir][2] is not None:
+            key, _, fresh = cached[run_dir]
+            run_cache.put(run_dir, key, {**fresh, "files": found})
     problems.extend(tables.problems)
     run_ids = [entry["info"]["run_id"] for entry in tables.runs]
     id_array = np.asarray(run_ids, dtype=object)

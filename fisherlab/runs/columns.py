@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -123,6 +123,30 @@ class _File:
             self.keep &= ~dup
 
 
+class _Coded(NamedTuple):
+    """A text column of one file as its distinct values (text or None) and int64 codes into them.
+
+    Small to pickle (the per-run cache stores it) and cheap to merge into a ``_Chunks`` table.
+    """
+
+    values: list
+    codes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+# Text columns built with ``_Chunks.strings``: kept as ``_Coded`` per file.
+_TEXT_COLUMNS = frozenset({"block", "estimator", "event", "strategy", "split", "language", "metric"})
+
+
+def _encode(values: list) -> _Coded:
+    """``["a", "b", "a"]`` -> ``_Coded(["a", "b"], [0, 1, 0])``."""
+    distinct = list(dict.fromkeys(values))
+    index = {v: i for i, v in enumerate(distinct)}
+    return _Coded(distinct, np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values)))
+
+
 class _Chunks:
     """Column chunks of one JSONL kind from many runs, concatenated once at the end."""
 
@@ -138,6 +162,8 @@ class _Chunks:
         for name, values in columns.items():
             if isinstance(values, np.ndarray):
                 self.columns[name].append(values[keep])
+            elif isinstance(values, _Coded):
+                self.columns[name].append(values if keep.all() else _Coded(values.values, values.codes[keep]))
             else:
                 self.columns[name].append([v for v, k in zip(values, keep, strict=True) if k] if not keep.all()
                                           else values)
@@ -151,6 +177,11 @@ class _Chunks:
         table = self.codes[name]
         parts = []
         for chunk in self.columns.get(name, []):
+            if isinstance(chunk, _Coded):
+                local = np.fromiter((table.setdefault(v, len(table)) for v in chunk.values), dtype=np.int64,
+                                    count=len(chunk.values))
+                parts.append(local[chunk.codes])
+                continue
             for value in set(chunk) - table.keys():
                 table[value] = len(table)
             parts.append(np.fromiter(map(table.__getitem__, chunk), dtype=np.int64, count=len(chunk)))
@@ -158,6 +189,15 @@ class _Chunks:
         values = np.empty(len(table), dtype=object)
         for text, code in table.items():
             values[code] = text
+        if codes.size and all(v is None or type(v) is str for v in table):
+            try:  # decode through Arrow: no Python object per row
+                import pyarrow as pa
+            except ImportError:  # pragma: no cover - pandas' "str" dtype brings pyarrow
+                pa = None
+            if pa is not None:
+                texts = pa.array(list(values), type=pa.large_string())
+                return pd.array(pa.DictionaryArray.from_arrays(pa.array(codes), texts).dictionary_decode(),
+                                dtype="str")
         return pd.array(values[codes] if codes.size else np.zeros(0, dtype=object), dtype="str")
 
     def objects(self, name: str) -> list:

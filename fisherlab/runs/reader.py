@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fisherlab.runs.columns import _KINDS, _Chunks, _File, _problem
+from fisherlab.runs.columns import _KINDS, _TEXT_COLUMNS, _Chunks, _encode, _File, _problem
 from fisherlab.runs.schema import (
     FISHER_JSONL,
     METRICS_JSONL,
@@ -233,12 +233,45 @@ def _read_results(run_dir: Path, run: str, problems: list[dict]) -> dict | None:
 
 
 # ------------------------------------------------------------------------------ public
+def _read_files(run_dir: Path, label: str) -> dict:
+    """What one run's data files hold: kept column chunks per JSONL kind, results, problems.
+
+    This is the unit :mod:`fisherlab.runs.cache` stores per run: ``{"columns": {kind:
+    (n_rows, columns)}, "results": dict | None, "problems": [...]}``.
+    """
+    problems: list[dict] = []
+    columns_of: dict[str, tuple[int, dict]] = {}
+    for name, (parse, _) in _KINDS.items():
+        path = run_dir / name
+        try:
+            records, lines = _read_jsonl(path, label, problems)
+        except OSError as err:
+            problems.append(_problem(label, path, None, f"unreadable ({err})", "ignored file"))
+            continue
+        if records:
+            checked = _File(records, lines, label, path, problems)
+            columns = parse(checked)
+            keep = checked.keep
+            n = int(keep.sum())
+            if n:
+                if not keep.all():
+                    columns = {k: v[keep] if isinstance(v, np.ndarray) else
+                               [x for x, kept in zip(v, keep, strict=True) if kept] for k, v in columns.items()}
+                columns_of[name] = (n, {k: _encode(v) if k in _TEXT_COLUMNS else v for k, v in columns.items()})
+    results = _read_results(run_dir, label, problems)
+    return {"columns": columns_of, "results": results, "problems": problems}
+
+
 def read_runs(run_dirs: Iterable[str | os.PathLike], progress: bool = False,
-              infos: Sequence[tuple[dict, list[dict]] | None] | None = None) -> StoreTables:
+              infos: Sequence[tuple[dict, list[dict]] | None] | None = None,
+              files: Sequence[dict | None] | None = None, read: list | None = None) -> StoreTables:
     """Read many run directories; unreadable runs are skipped and listed in ``problems``.
 
     ``infos`` (optional, aligned with ``run_dirs``) are pre-read ``read_run_info`` results
     (``None`` for a run to skip silently because the caller already reported it).
+    ``files`` (optional, aligned) are cached :func:`_read_files` results to use instead of
+    reading the data files (``None``: read them); ``read`` (optional list) receives
+    ``(i, files_result)`` for every run whose data files were read here (what a cache stores).
     """
     run_dirs = [Path(p) for p in run_dirs]
     problems: list[dict] = []
@@ -263,20 +296,15 @@ def read_runs(run_dirs: Iterable[str | os.PathLike], progress: bool = False,
                 continue
         problems.extend(info_problems)
         index = len(runs)
-        label = info["run_id"]
-        for name, (parse, _) in _KINDS.items():
-            path = run_dir / name
-            try:
-                records, lines = _read_jsonl(path, label, problems)
-            except OSError as err:
-                problems.append(_problem(label, path, None, f"unreadable ({err})", "ignored file"))
-                continue
-            if records:
-                checked = _File(records, lines, label, path, problems)
-                columns = parse(checked)
-                chunks[name].add(index, columns, checked.keep)
-        results = _read_results(run_dir, label, problems)
-        runs.append({"path": run_dir, "info": info, "results": results})
+        found = files[i] if files is not None else None
+        if found is None:
+            found = _read_files(run_dir, info["run_id"])
+            if read is not None:
+                read.append((i, found))
+        problems.extend(found["problems"])
+        for name, (n, columns) in found["columns"].items():
+            chunks[name].add(index, columns, np.ones(n, dtype=bool))
+        runs.append({"path": run_dir, "info": info, "results": found["results"]})
     frames = {name: build(chunks[name]) for name, (_, build) in _KINDS.items()}
     return StoreTables(runs=runs, fisher=frames[FISHER_JSONL], schedule=frames[SCHEDULE_JSONL],
                        metrics=frames[METRICS_JSONL], problems=problems)

@@ -1,4 +1,4 @@
-"""Running a sweep plan: locally (one run after the other) or on SLURM through ``submitit``.
+"""Running a sweep plan: locally (one run after the other, or ``jobs`` at once) or on SLURM (``submitit``).
 
 ``run_sweep`` executes a plan from :mod:`fisherlab.sweep.plan`: locally, one
 ``fisherlab.train.run_training`` after the other (finished runs reused, interrupted ones
@@ -47,13 +47,19 @@ def _check_existing(plan: Sequence[PlannedRun]) -> None:
                               f"(strategy {run.strategy!r}, seed {run.seed}); choose another --out")
 
 
+def is_completed(run: PlannedRun) -> bool:
+    """Whether ``run``'s directory already holds its completed run (a sweep reuses it)."""
+    info = _run_info(run.run_dir)
+    return info is not None and info.get("status") == "completed"
+
+
 def execute_planned(run: PlannedRun, extra_callbacks: Sequence[Any] = ()) -> str:
     """Train one planned run: ``reused`` if complete, else resume (checkpoint) or start over; ``trained``."""
     from fisherlab import train
 
-    info = _run_info(run.run_dir)
-    if info is not None and info.get("status") == "completed":
+    if is_completed(run):
         return "reused"
+    info = _run_info(run.run_dir)
     if info is not None and train.last_checkpoint(run.run_dir) is not None:
         config = run.parse(resume=True)
     else:
@@ -80,7 +86,8 @@ def _record(run: PlannedRun, status: str) -> dict[str, Any]:
 
 
 def run_sweep(plan: Sequence[PlannedRun], executor: str = "local", dry_run: bool = False, progress: bool = True,
-              slurm_options: Mapping[str, Any] | None = None, verbose: bool = False) -> SweepResult:
+              slurm_options: Mapping[str, Any] | None = None, verbose: bool = False, jobs: int = 1,
+              runs_per_gpu: int = 1) -> SweepResult:
     """Execute ``plan``; writes ``SWEEP_DIR/sweep.json`` (atomically, after every run).
 
     ``local``: one run after the other; a completed run is ``reused``, a failed or
@@ -91,6 +98,8 @@ def run_sweep(plan: Sequence[PlannedRun], executor: str = "local", dry_run: bool
     ``dry_run``: nothing is run or written; statuses are ``planned``. ``progress``: the
     console (locally one bar over the runs and a status line per run, each run's output in
     its ``train.log``); ``verbose``: each run's full Trainer stream on the console instead.
+    ``jobs > 1`` (local): that many runs at once, each in its own process, one GPU each
+    (at most ``runs_per_gpu`` runs per GPU), CPU threads split (:mod:`fisherlab.sweep.parallel`).
     """
     from fisherlab.runs.writer import atomic_write_json, utc_now
     from fisherlab.sweep.console import SweepConsole
@@ -99,6 +108,9 @@ def run_sweep(plan: Sequence[PlannedRun], executor: str = "local", dry_run: bool
         raise ConfigError(f"executor: {executor!r}; expected local or slurm")
     if not plan:
         raise ConfigError("plan: empty; nothing to run")
+    for name, value in (("jobs", jobs), ("runs_per_gpu", runs_per_gpu)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}: {value!r}; expected an integer >= 1")
     sweep_dir = plan[0].sweep_dir
     if any(r.sweep_dir != sweep_dir for r in plan):
         raise ConfigError("plan: runs of several sweep directories; run one plan_sweep result at a time")
@@ -122,6 +134,11 @@ def run_sweep(plan: Sequence[PlannedRun], executor: str = "local", dry_run: bool
     if executor == "slurm":
         _submit(submitit, plan, records, slurm_options or {}, progress)
         save()
+        return SweepResult(sweep_dir, manifest, records)
+    if jobs > 1:
+        from fisherlab.sweep.parallel import run_parallel
+
+        run_parallel(plan, records, save, jobs, runs_per_gpu=runs_per_gpu, progress=progress, verbose=verbose)
         return SweepResult(sweep_dir, manifest, records)
     console = SweepConsole(plan, enabled=progress, verbose=verbose)
     with console:
@@ -159,8 +176,7 @@ def _submit(submitit: Any, plan: Sequence[PlannedRun], records: list[dict[str, A
     parameters = {"name": "fisherlab-sweep", **dict(slurm_options)}
     executor.update_parameters(**parameters)
     for run, record in zip(plan, records, strict=True):
-        info = _run_info(run.run_dir)
-        if info is not None and info.get("status") == "completed":
+        if is_completed(run):
             record["status"] = "reused"
             continue
         job = executor.submit(execute_planned, run)
