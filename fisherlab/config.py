@@ -281,7 +281,7 @@ def load_task(config: RunConfig) -> Any:
 
 def validate_static(config: RunConfig) -> None:
     """Checks that need no model: strategy, regulariser and estimator strings, numbers, task name."""
-    from fisherlab.fisher.estimators import ESTIMATORS
+    from fisherlab.spec.estimators import ESTIMATORS
     from fisherlab.spec.strategies import StrategyError, strategy_from_string
     from fisherlab.tasks import available_tasks
 

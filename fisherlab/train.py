@@ -119,7 +119,7 @@ def prepare_run(config: RunConfig) -> Prepared:
     if config.model.attn_implementation:
         model.config._attn_implementation = config.model.attn_implementation
     adapter = None if config.model.task_module == "full" else task.name
-    blocks = BlockMap.from_model(model, adapter=adapter, head=task.name)
+    blocks = BlockMap.from_model(model, adapter=adapter, head=task.name, mode="full" if adapter is None else "auto")
     try:
         strategy = strategy_from_string(config.schedule.strategy)
         strategy.validate(blocks)
@@ -176,36 +176,12 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
-def _metrics_callback(writer: Any, source: str):
-    from transformers import TrainerCallback
-
-    class ValidationCurve(TrainerCallback):
-        """Writes the source-language validation metrics of each evaluation to ``metrics.jsonl``."""
-
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            if not state.is_world_process_zero or not metrics:
-                return
-            for key, value in metrics.items():
-                if key.startswith("eval_") and isinstance(value, (int, float)) and key not in (
-                        "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_epoch"):
-                    writer.log_metric(state.global_step, "validation", source, key[len("eval_"):], float(value))
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            for key in ("loss", "learning_rate", "grad_norm"):
-                if key in logs and isinstance(logs[key], (int, float)):
-                    writer.log_metric(state.global_step, "train", source, key, float(logs[key]))
-
-    return ValidationCurve()
-
-
 def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any] = ()) -> Any:
     """The Trainer (AdapterTrainer for adapter runs) with the unfreezing, probe and metric callbacks."""
     from adapters import AdapterTrainer
     from transformers import Trainer
 
-    from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, make_trainer_class
+    from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, ValidationMetricsCallback, make_trainer_class
     from fisherlab.tasks.training import data_collator, trainer_metrics
 
     config = prepared.config
@@ -219,7 +195,7 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
         head = getattr(prepared.task, "head", "classification")
         config.training.label_names = ["start_positions", "end_positions"] if head == "qa" else ["labels"]
     callbacks = [UnfreezeCallback(prepared.strategy, prepared.blocks, writer=writer),
-                 _metrics_callback(writer, prepared.source_language)]
+                 ValidationMetricsCallback(writer, prepared.source_language)]
     if config.probe.probe_every:
         callbacks.append(FisherProbeCallback(
             every=config.probe.probe_every, n_batches=config.probe.probe_batches,

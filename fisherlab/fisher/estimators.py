@@ -39,9 +39,9 @@ from fisherlab.fisher.outputs import (
     get_output,
     infer_output,
 )
+from fisherlab.spec.estimators import ESTIMATORS  # the one list of estimator names (torch-free)
 from fisherlab.torch_utils import cuda_devices, model_inputs, preserved_modes, unwrap_model
 
-ESTIMATORS = ("per_example", "exact", "batch", "empirical", "reference")
 LABELS = {"per_example": "sampled", "exact": "expectation", "batch": "sampled",
           "empirical": "data", "reference": "argmax"}
 PER_EXAMPLE_ESTIMATORS = ("per_example", "exact", "empirical")

@@ -148,6 +148,12 @@ class UnfreezeCallback(TrainerBoundCallback):
     def _begin(self, args: Any, state: Any, model: torch.nn.Module, optimizer: Any,
                train_dataloader: Any) -> None:
         schedule = self.prepare(model)
+        if self.writer is not None and state.is_world_process_zero:  # run.json says what trained the run
+            from fisherlab.runs.components import record_component
+
+            record_component(self.writer, "unfreeze", {"strategy": self.strategy.to_string(),
+                                                       "blocks": list(self.blocks.names)},
+                             strategy=self.strategy.to_string(), estimator=getattr(self.strategy, "estimator", None))
         if self.strategy.needs_measurement:
             attach_training_data(self.probe, train_dataloader, args, "UnfreezeCallback (fisher strategy)")
         self._check_optimizer(model, optimizer)
