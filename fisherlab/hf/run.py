@@ -133,6 +133,8 @@ class FisherlabRun:
             BlockMap.from_model(model, mode="full")
         self.strategy.validate(self.blocks)
         self._fix_label_names(trainer)
+        if trainer.args.device.type == "cpu" and trainer.args.dataloader_pin_memory:
+            trainer.args.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on CPU
         args = trainer.args
         labels = self.labels(model, args)
         seed = labels["seed"]

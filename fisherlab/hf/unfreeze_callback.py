@@ -30,6 +30,7 @@ measures, whatever the order of the callbacks.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -158,6 +159,12 @@ class UnfreezeCallback(TrainerBoundCallback):
             attach_training_data(self.probe, train_dataloader, args, "UnfreezeCallback (fisher strategy)")
         self._check_optimizer(model, optimizer)
         self._check_ddp(args)
+        if state.global_step == 0:  # say so when the schedule cannot complete in the step budget
+            from fisherlab.spec.budget import schedule_shortfall
+
+            shortfall = schedule_shortfall(self.strategy, self.blocks.n_layers, state.max_steps)
+            if shortfall:
+                warnings.warn(f"UnfreezeCallback: {shortfall}", UserWarning, stacklevel=2)
         saved = state.stateful_callbacks.get(self.state_key)
         if saved:
             schedule.load_state_dict(saved)
