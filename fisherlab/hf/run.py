@@ -82,8 +82,8 @@ class FisherlabRun:
         strategy: unfreezing strategy string (``"standard"``, ``"gradual:k=50"``, ``"fisher:k=50"``).
         probe_every: measure tr(F) every N steps (0: never); ``probe_batches``,
             ``probe_estimator``, ``probe_batch_size`` as for :class:`~fisherlab.hf.FisherProbeCallback`.
-        adapter: the task adapter's name (default: the model's active task adapter; with
-            none, whole-layer blocks of full fine-tuning).
+        adapter: the task adapter's name (default: the model's active task adapter; a model
+            without adapters gets whole-layer blocks; one whose adapters are all inactive is refused).
         method, task, model_name, source_language: labels of the run (defaults: the
             strategy's name, the adapter's name, ``model.config.name_or_path``, ``"en"``...
             see :meth:`attach`).
@@ -129,8 +129,8 @@ class FisherlabRun:
                                     "trainer.train() so scheduled blocks are in it")
         model = trainer.model
         adapter = self.adapter or active_task_module(model)
-        self.blocks = BlockMap.from_model(model, adapter=adapter) if adapter else \
-            BlockMap.from_model(model, mode="full")
+        # no active adapter: whole layers of a model without adapters; refused when adapters exist but none is active
+        self.blocks = BlockMap.from_model(model, adapter=adapter)
         self.strategy.validate(self.blocks)
         self._fix_label_names(trainer)
         if trainer.args.device.type == "cpu" and trainer.args.dataloader_pin_memory:
