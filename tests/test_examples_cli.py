@@ -3,15 +3,14 @@ analyze refuses an unknown baseline."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from own_path_helpers import link_tiny_testbed
 from typer.testing import CliRunner
 
 from fisherlab.cli import app
 from fisherlab.runs import read_run
-from own_path_helpers import link_tiny_testbed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -8,7 +8,6 @@ import logging
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest

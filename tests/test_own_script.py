@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from own_path_helpers import link_tiny_testbed
 
 from fisherlab.runs import RunWriter, read_run
-from own_path_helpers import link_tiny_testbed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -134,7 +134,12 @@ def test_fisherlab_run_marks_a_failed_run(tmp_path):
 
 def test_bare_writer_gets_labels_from_the_callbacks(tmp_path):
     """RunWriter.create(dir, config={}) used to give method '(unlabelled)' and no strategy/estimator."""
-    from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, ValidationMetricsCallback, bind_callbacks
+    from fisherlab.hf import (
+        FisherProbeCallback,
+        UnfreezeCallback,
+        ValidationMetricsCallback,
+        bind_callbacks,
+    )
     from fisherlab.tiny import tiny_adapter_model
 
     model = tiny_adapter_model(task="xnli")

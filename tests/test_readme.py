@@ -9,11 +9,11 @@ import shlex
 from pathlib import Path
 
 import pytest
+from own_path_helpers import link_tiny_testbed
+from readme_fixture import readme_namespace
 from typer.testing import CliRunner
 
 from fisherlab.cli import app
-from own_path_helpers import link_tiny_testbed
-from readme_fixture import readme_namespace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
