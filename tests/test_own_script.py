@@ -174,3 +174,33 @@ def test_train_uses_the_public_validation_callback(tiny_testbed, tmp_path):
     trainer = train.build_trainer(prepared, writer)
     assert any(isinstance(cb, ValidationMetricsCallback) for cb in trainer.callback_handler.callbacks)
     assert trainer.args.dataloader_pin_memory is False  # CPU: no pin_memory warning
+
+
+def test_fisherlab_run_validates_at_construction_and_order(tmp_path):
+    from fisherlab.errors import FisherlabError
+    from fisherlab.hf import FisherlabRun, FisherlabRunError
+
+    with pytest.raises(FisherlabError, match="exacto"):
+        FisherlabRun(tmp_path / "r", probe_every=10, probe_estimator="exacto")
+    with pytest.raises(FisherlabError, match="unknown unfreezing strategy"):
+        FisherlabRun(tmp_path / "r", strategy="gradul:k=3")
+    with pytest.raises(FisherlabRunError, match="attach"):
+        FisherlabRun(tmp_path / "r").finish(None, results={"accuracy": 1.0})
+    assert not (tmp_path / "r").exists()
+
+
+def test_results_shapes_are_normalised():
+    from fisherlab.runs.results import scores_by_language
+    from fisherlab.runs.schema import RunFormatError
+
+    assert scores_by_language({"accuracy": 61.4}, language="en") == {"en": {"accuracy": 61.4}}
+    nested = {"en": {"f1": 80.0, "exact_match": 70.0}, "de": {"f1": 60.0, "exact_match": 50.0}}
+    assert scores_by_language(nested) == nested
+    assert scores_by_language({"en": 1.0, "de": 2.0}, metric="accuracy") == {"en": {"accuracy": 1.0},
+                                                                            "de": {"accuracy": 2.0}}
+    with pytest.raises(RunFormatError, match="say which"):
+        scores_by_language({"accuracy": 61.4})
+    with pytest.raises(RunFormatError, match="mixes"):
+        scores_by_language({"en": {"accuracy": 1.0}, "de": 2.0})
+    with pytest.raises(RunFormatError, match="finite number"):
+        scores_by_language({"accuracy": "high"}, language="en")
