@@ -36,6 +36,8 @@ _EXPORTS = {
     "UnfreezeCallback": "fisherlab.hf.unfreeze_callback",
     "FisherProbeCallback": "fisherlab.hf.probe_callback",
     "make_trainer_class": "fisherlab.hf.trainer",
+    "FisherlabRun": "fisherlab.hf.run",
+    "ValidationMetricsCallback": "fisherlab.hf.metrics_callback",
     # regularisers
     "FisherPenalty": "fisherlab.regularisers.penalty",
     "L2": "fisherlab.regularisers.l2",

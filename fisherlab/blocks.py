@@ -23,8 +23,14 @@ Discovery rules (``BlockMap.from_model``):
 
 Parameters matched by neither rule but belonging to the task module (e.g.
 invertible adapters at the embeddings) form an extra block ``shared``; in full
-mode the remaining base weights (embeddings, pooler) form ``embeddings``. Extra
-blocks are measured but never scheduled.
+mode the remaining base weights form ``embeddings``, except the pooler (a ``pooler``
+path component, e.g. BERT's ``pooler.dense``), which is its own block ``pooler``.
+Extra blocks are measured but never scheduled. Parameters of other ``adapters`` heads
+(``heads.<other>``, e.g. a saved MLM head) belong to no block.
+
+``adapter=None`` on a model that has adapters but none active raises
+:class:`BlockMapError` (it would silently mean whole-layer blocks); pass ``mode="full"``
+to mean them.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from fisherlab.errors import FisherlabError
 from fisherlab.torch_utils import unwrap_model
 
 HEAD = "head"
+POOLER = "pooler"
+"""Full fine-tuning: the pooler's block (parameters with a ``pooler`` path component)."""
 MODES = ("auto", "adapter", "lora", "full")
 # Containers under which the ``adapters`` library keeps adapter-method parameters.
 _ADAPTER_CONTAINERS = frozenset(
@@ -97,6 +105,37 @@ def _find_layer_list(names: Sequence[str], exclude: set[str]) -> str:
             "(expected names like '<prefix>.encoder.layer.<i>.…'); use BlockMap.from_regex"
         )
     return max(indices, key=lambda p: (len(indices[p]), counts[p], p))
+
+
+def _other_head_params(model: torch.nn.Module, names: Sequence[str], head_set: set[str]) -> set[str]:
+    """Parameters of the ``adapters`` heads that are not the task's head (``heads.<other>.…``)."""
+    heads = set(_head_names(unwrap_model(model)))
+    out = set()
+    for name in names:
+        parts = name.split(".")
+        if name not in head_set and any(p == "heads" and i + 1 < len(parts) and parts[i + 1] in heads
+                                        for i, p in enumerate(parts)):
+            out.add(name)
+    return out
+
+
+def _refuse_inactive_adapters(model: torch.nn.Module) -> None:
+    """``adapter=None`` would mean whole-layer blocks; refuse when the model has adapters but none is active.
+
+    Measuring or scheduling the whole layers of a model whose task adapter merely is not
+    active is almost never meant (the adapter would be neither trained nor measured)."""
+    bare = unwrap_model(model)
+    known = _adapter_names(bare)
+    active = getattr(bare, "active_adapters", None)
+    flat = [a for a in (active.flatten() if hasattr(active, "flatten") else [active] if active else [])
+            if isinstance(a, str)]
+    if known and not flat:
+        listed = ", ".join(known)
+        raise BlockMapError(
+            f"BlockMap.from_model: the model has adapters ({listed}) but none is active, so the blocks would be "
+            f"whole layers (full fine-tuning). Activate the task adapter (model.train_adapter({known[0]!r}) or "
+            f"model.set_active_adapters({known[0]!r})), pass adapter=<name>, or pass mode='full' if you mean "
+            "whole-layer blocks.")
 
 
 def _adapter_names(model: torch.nn.Module) -> list[str]:
@@ -200,6 +239,8 @@ class BlockMap(Mapping[str, Block]):
         names = list(params)
         if not names:
             raise BlockMapError("BlockMap.from_model: the model has no parameters")
+        if adapter is None and mode == "auto":
+            _refuse_inactive_adapters(model)
         if adapter is None and mode in ("auto", "full"):
             mode = "full"
         elif adapter is None:
@@ -213,7 +254,8 @@ class BlockMap(Mapping[str, Block]):
                 )
         head_params = _head_param_names(model, names, head, adapter)
         head_set = set(head_params)
-        prefix = _find_layer_list(names, head_set)
+        other_heads = _other_head_params(model, names, head_set)  # e.g. a saved MLM head: not this task's
+        prefix = _find_layer_list(names, head_set | other_heads)
         layer_re = re.compile(re.escape(prefix) + r"\.(\d+)\.") if prefix else re.compile(r"^(\d+)\.")
 
         if mode == "full":
@@ -229,7 +271,7 @@ class BlockMap(Mapping[str, Block]):
         per_layer: dict[int, list[str]] = {}
         extra: list[str] = []
         for name in names:
-            if name in head_set:
+            if name in head_set or name in other_heads:
                 continue
             parts = name.split(".")
             if not in_block(parts):
@@ -249,8 +291,15 @@ class BlockMap(Mapping[str, Block]):
         if missing and mode == "full":
             raise BlockMapError(f"BlockMap.from_model: layers {missing} have no parameters")
         blocks = [Block(layer_block_name(i), i, tuple(per_layer[i])) for i in sorted(per_layer)]
-        if extra:
-            blocks.append(Block("embeddings" if mode == "full" else "shared", None, tuple(extra)))
+        if mode == "full":  # the pooler is its own block: it is not part of the embeddings
+            pooler = tuple(n for n in extra if POOLER in n.split("."))
+            rest = tuple(n for n in extra if n not in pooler)
+            if rest:
+                blocks.append(Block("embeddings", None, rest))
+            if pooler:
+                blocks.append(Block(POOLER, None, pooler))
+        elif extra:
+            blocks.append(Block("shared", None, tuple(extra)))
         if head_params:
             blocks.append(Block(HEAD, None, head_params))
         return cls(blocks, mode=mode, task_name=adapter, layer_prefix=prefix)

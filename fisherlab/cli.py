@@ -116,28 +116,57 @@ def train(
     config: str = typer.Argument(None, help="YAML or JSON config file (fields of the run dataclasses and "
                                  "transformers.TrainingArguments)."),
     help_fields: bool = typer.Option(False, "--help-fields", help="List every config field and exit."),
+    from_run: str = typer.Option(None, "--from-run", help="Start from the config of an earlier run (its "
+                                 "run.json); give --run_dir for the new run. A config file and flags override it."),
 ) -> None:
     """One run: build the MAD-X model, train with unfreezing + probe callbacks, evaluate zero-shot, write the run.
 
     Any config field can be given or overridden as a flag after the file, HF-style:
     ``fisherlab train run.yaml --strategy gradual:k=50 --seed 3 --run_dir runs/gu-3``.
     """
+    from pathlib import Path
+
+    args = list(ctx.args)
+    if config is not None and config.startswith("-"):  # no file: the first flag landed here
+        args, config = [config, *args], None
+    # fail fast (before torch is imported) on what needs no parser
+    for what, value, check in (("config file", config, Path.is_file), ("--from-run", from_run, Path.is_dir)):
+        if value is not None and not help_fields and not check(Path(value)):
+            typer.echo(f"error: {what} {value!r} does not exist", err=True)
+            raise typer.Exit(2)
+
     from fisherlab.errors import FisherlabError
-    from fisherlab.train import ConfigError, _parser, parse_config, run_training
+    from fisherlab.train import ConfigError, _parser, fields_from_run, parse_config, run_training
 
     if help_fields:
         typer.echo(_parser().format_help())
         raise typer.Exit(0)
-    args = list(ctx.args)
-    if config is not None and config.startswith("-"):  # no file: the first flag landed here
-        args, config = [config, *args], None
     try:
-        parsed = parse_config(config, args)
+        stored = fields_from_run(from_run) if from_run is not None else {}
+        if from_run is not None and config is not None:  # precedence: stored run < file < flags
+            parsed = parse_config(config, args, overrides={**stored, **_file_fields(config)})
+        else:
+            parsed = parse_config(config, args, overrides=stored)
         run_dir = run_training(parsed)
     except (ConfigError, FisherlabError) as err:  # e.g. a missing or malformed task data file
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     typer.echo(f"run written to {run_dir}")
+
+
+def _file_fields(config: str) -> dict:
+    """The fields of a YAML/JSON config file (for ``--from-run`` with a file on top)."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    try:
+        text = Path(config).read_text()
+        loaded = yaml.safe_load(text) if config.endswith((".yaml", ".yml")) else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}  # parse_config reads the file again and names the problem
+    return dict(loaded) if isinstance(loaded, dict) else {}
 
 
 @app.command("tasks")

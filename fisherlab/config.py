@@ -168,7 +168,8 @@ DATACLASSES = (ModelArguments, TaskArguments, ScheduleArguments, ProbeArguments,
 def _parser():
     from transformers import HfArgumentParser, TrainingArguments
 
-    return HfArgumentParser((*DATACLASSES, TrainingArguments))
+    # allow_abbrev=False: `--max_step` is an unknown flag, not `--max_steps`
+    return HfArgumentParser((*DATACLASSES, TrainingArguments), allow_abbrev=False)
 
 
 def parse_config(config_file: str | Path | None = None, args: Sequence[str] = (),
@@ -313,7 +314,8 @@ def _validate_probe_languages(config: RunConfig) -> None:
 
 def validate_static(config: RunConfig) -> None:
     """Checks that need no model: strategy, regulariser and estimator strings, numbers, task name."""
-    from fisherlab.fisher.estimators import ESTIMATORS
+    from fisherlab.spec.budget import resolve_interval
+    from fisherlab.spec.estimators import ESTIMATORS
     from fisherlab.spec.strategies import StrategyError, strategy_from_string
     from fisherlab.tasks import available_tasks
 
@@ -323,6 +325,7 @@ def validate_static(config: RunConfig) -> None:
         raise ConfigError(f"task_module: {config.model.task_module!r}; expected seq_bn, lora or full")
     try:
         strategy_from_string(config.schedule.strategy)
+        resolve_interval(config.schedule.strategy, 1, config.training.max_steps)  # k given, or derivable
     except (StrategyError, ValueError) as err:
         raise ConfigError(f"strategy: {err}") from err
     if config.probe.probe_every < 0:
@@ -337,3 +340,73 @@ def validate_static(config: RunConfig) -> None:
         raise ConfigError(f"attn_implementation: {config.model.attn_implementation!r}; expected eager or sdpa")
     parse_lang_adapters(config.model.lang_adapters)
     _task_options(config)
+
+
+#: Fields of a stored config that belong to the run that wrote it, not to the configuration.
+_RUN_BOUND = ("run_dir", "output_dir", "logging_dir", "resume", "overwrite")
+
+
+def fields_from_run(run_dir: str | Path) -> dict[str, Any]:
+    """The config fields of the run in ``run_dir`` (``run.json["config"]`` as ``fisherlab train`` wrote it),
+    ready for :func:`parse_config`'s ``overrides``: ``fisherlab train --from-run DIR --run_dir NEW``.
+
+    Run-bound fields (``run_dir``, ``output_dir``, ``logging_dir``, ``resume``, ``overwrite``) are
+    left out, as are values derived at run time; TrainingArguments fields the parser does
+    not know (written by another transformers version) are dropped."""
+    path = Path(run_dir) / "run.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"from_run: {str(path)!r} does not exist (not a run directory)") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"from_run: {str(path)!r} is not valid JSON: {err}") from err
+    stored = info.get("config") if isinstance(info, dict) else None
+    sections = ("model", "task", "schedule", "probe", "run", "training")
+    if not isinstance(stored, dict) or not all(isinstance(stored.get(s), dict) for s in sections):
+        raise ConfigError(f"from_run: {str(path)!r} holds no `fisherlab train` config (sections {list(sections)}); "
+                          "runs written by other scripts cannot be re-run from it")
+    known = {action.dest for action in _parser()._actions}
+    fields: dict[str, Any] = {}
+    for section in sections:
+        fields.update((k, v) for k, v in stored[section].items() if k in known and k not in _RUN_BOUND)
+    return fields
+
+
+def resolve_task(config: RunConfig) -> tuple[Any, dict[str, Any]]:
+    """The task and the run's settings that need the task but no model: base, language adapters,
+    source and evaluation languages, reduction factor, model name. ConfigError names the field.
+
+    ``train.prepare_run`` and the sweep's plan (also ``--dry-run``) both call it, so a plan
+    that is accepted is one the runs accept."""
+    import os
+
+    task = load_task(config)
+    defaults = dict(task.model_defaults() or {})
+    base = config.model.base or defaults.get("base")
+    if base is None:
+        raise ConfigError(f"base: required for task {config.task.task!r} (it brings no default base model)")
+    if isinstance(base, (str, Path)) and (str(base).startswith(("/", ".", "~")) or os.sep in str(base)) \
+            and not Path(str(base)).expanduser().exists():
+        raise ConfigError(f"base: model path {str(base)!r} does not exist")
+    lang_adapters = parse_lang_adapters(config.model.lang_adapters)
+    if lang_adapters is None:
+        lang_adapters = dict(defaults.get("lang_adapters") or {})
+    source = config.task.source_language or defaults.get("source_language") or task.source_language
+    if config.task.languages:
+        languages = [lang.strip() for lang in config.task.languages.split(",") if lang.strip()]
+    else:
+        languages = list(task.languages)
+    unknown = [lang for lang in languages if lang not in task.languages]
+    if unknown:
+        raise ConfigError(f"languages: {unknown} are not languages of task {task.name!r} ({list(task.languages)})")
+    if source not in task.languages:
+        raise ConfigError(f"source_language: {source!r} is not a language of task {task.name!r} ({list(task.languages)})")
+    if lang_adapters:
+        missing = [lang for lang in sorted(set(languages) | {source}) if lang not in lang_adapters]
+        if missing:
+            raise ConfigError(f"lang_adapters: no language adapter for {missing} "
+                              f"(adapters given: {sorted(lang_adapters)})")
+    reduction = config.model.reduction_factor or defaults.get("reduction_factor") or 16
+    model_name = defaults.get("model_name") or (Path(str(base)).name if Path(str(base)).exists() else str(base))
+    return task, {"base": base, "lang_adapters": lang_adapters, "source_language": source, "languages": languages,
+                  "reduction_factor": reduction, "model_name": model_name}

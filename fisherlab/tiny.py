@@ -92,7 +92,7 @@ def tiny_adapter_model(
 
     if head not in HEAD_KINDS:
         raise ValueError(f"tiny_adapter_model: unknown head {head!r}; expected one of {HEAD_KINDS}")
-    from fisherlab.models import add_head
+    from fisherlab.models import add_head, quiet_train_adapter
 
     config = tiny_config(arch, **config_kwargs)
     # Seed the initialisation without touching the caller's global RNG stream.
@@ -112,7 +112,8 @@ def tiny_adapter_model(
                              f"expected one of {TASK_MODULES}")
         add_head(model, task, head, num_labels=num_labels, num_choices=num_choices)
     if task_module is not None:
-        model.train_adapter(task)
+        with quiet_train_adapter():  # train_adapter warns "none activated" before it activates
+            model.train_adapter(task)
         model.active_adapters = Stack(*lang_adapters[:1], task) if lang_adapters else task
     else:
         model.active_head = task

@@ -12,7 +12,6 @@ swapped in and writes the complete run directory (``docs/run-format.md``), with
 from __future__ import annotations
 
 import logging
-import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,9 +29,11 @@ from fisherlab.config import (  # noqa: F401  (re-exported: fisherlab.train's pu
     ScheduleArguments,
     TaskArguments,
     _parser,
+    fields_from_run,
     load_task,
     parse_config,
     parse_lang_adapters,
+    resolve_task,
     split_regularisers,
     validate_static,
 )
@@ -69,45 +70,18 @@ def prepare_run(config: RunConfig) -> Prepared:
     from fisherlab.blocks import BlockMap
     from fisherlab.models import MadxError, build_madx
     from fisherlab.regularisers.strings import regulariser_from_spec
+    from fisherlab.spec.budget import resolve_interval
     from fisherlab.spec.strategies import StrategyError, strategy_from_string
     from fisherlab.tasks.training import subset
 
     validate_static(config)
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
-    task = load_task(config)
-    defaults = dict(task.model_defaults() or {})
-    base = config.model.base or defaults.get("base")
-    if base is None:
-        raise ConfigError(f"base: required for task {config.task.task!r} (it brings no default base model)")
-    if isinstance(base, (str, Path)) and (str(base).startswith(("/", ".", "~")) or os.sep in str(base)) \
-            and not Path(str(base)).expanduser().exists():
-        raise ConfigError(f"base: model path {str(base)!r} does not exist")
-    lang_adapters = parse_lang_adapters(config.model.lang_adapters)
-    if lang_adapters is None:
-        lang_adapters = dict(defaults.get("lang_adapters") or {})
-    source = config.task.source_language or defaults.get("source_language") or task.source_language
-    if config.task.languages:
-        languages = [lang.strip() for lang in config.task.languages.split(",") if lang.strip()]
-    else:
-        languages = list(task.languages)
-    unknown = [lang for lang in languages if lang not in task.languages]
-    if unknown:
-        raise ConfigError(f"languages: {unknown} are not languages of task {task.name!r} ({list(task.languages)})")
-    if source not in task.languages:
-        raise ConfigError(f"source_language: {source!r} is not a language of task {task.name!r} ({list(task.languages)})")
-    if lang_adapters:
-        missing = [lang for lang in sorted(set(languages) | {source}) if lang not in lang_adapters]
-        if missing:
-            raise ConfigError(f"lang_adapters: no language adapter for {missing} "
-                              f"(adapters given: {sorted(lang_adapters)})")
-    reduction = config.model.reduction_factor or defaults.get("reduction_factor") or 16
-
-    config.resolved = {
-        "base": str(base), "lang_adapters": {k: str(v) for k, v in (lang_adapters or {}).items()},
-        "source_language": source, "languages": languages, "reduction_factor": reduction,
-        "model_name": defaults.get("model_name") or (Path(str(base)).name if Path(str(base)).exists() else str(base)),
-    }
+    task, resolved = resolve_task(config)
+    base, source, languages = resolved["base"], resolved["source_language"], resolved["languages"]
+    lang_adapters, reduction = resolved["lang_adapters"], resolved["reduction_factor"]
+    config.resolved = {**resolved, "base": str(base),
+                       "lang_adapters": {k: str(v) for k, v in (lang_adapters or {}).items()}}
     set_seed(config.training.seed)
     try:
         model = build_madx(base, task, task_module=config.model.task_module, lang_adapters=lang_adapters or None,
@@ -119,8 +93,12 @@ def prepare_run(config: RunConfig) -> Prepared:
     if config.model.attn_implementation:
         model.config._attn_implementation = config.model.attn_implementation
     adapter = None if config.model.task_module == "full" else task.name
-    blocks = BlockMap.from_model(model, adapter=adapter, head=task.name)
+    blocks = BlockMap.from_model(model, adapter=adapter, head=task.name, mode="full" if adapter is None else "auto")
     try:
+        resolved, note = resolve_interval(config.schedule.strategy, blocks.n_layers, config.training.max_steps)
+        if note:  # gradual without k: derived from the budget, and said so
+            logger.warning(note)
+            config.schedule.strategy = resolved
         strategy = strategy_from_string(config.schedule.strategy)
         strategy.validate(blocks)
     except (StrategyError, ValueError) as err:
@@ -179,30 +157,6 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
-def _metrics_callback(writer: Any, source: str):
-    from transformers import TrainerCallback
-
-    class ValidationCurve(TrainerCallback):
-        """Writes the source-language validation metrics of each evaluation to ``metrics.jsonl``."""
-
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            if not state.is_world_process_zero or not metrics:
-                return
-            for key, value in metrics.items():
-                if key.startswith("eval_") and isinstance(value, (int, float)) and key not in (
-                        "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_epoch"):
-                    writer.log_metric(state.global_step, "validation", source, key[len("eval_"):], float(value))
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            for key in ("loss", "learning_rate", "grad_norm"):
-                if key in logs and isinstance(logs[key], (int, float)):
-                    writer.log_metric(state.global_step, "train", source, key, float(logs[key]))
-
-    return ValidationCurve()
-
-
 def probe_language_sets(prepared: Prepared, languages: Sequence[str] | None = None) -> dict[str, Any]:
     """``{language: dataset}`` of ``languages`` (default ``probe_languages``; ``all``: every
     evaluation language but the source) from ``probe_language_split``, reduced to the
@@ -255,7 +209,12 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
     from adapters import AdapterTrainer
     from transformers import Trainer
 
-    from fisherlab.hf import FisherProbeCallback, UnfreezeCallback, make_trainer_class
+    from fisherlab.hf import (
+        FisherProbeCallback,
+        UnfreezeCallback,
+        ValidationMetricsCallback,
+        make_trainer_class,
+    )
     from fisherlab.tasks.training import data_collator, trainer_metrics
 
     config = prepared.config
@@ -275,8 +234,10 @@ def build_trainer(prepared: Prepared, writer: Any, extra_callbacks: Sequence[Any
             probe.add_language(language, dataset, data_collator(prepared.task, prepared.tokenizer),
                                config.probe.probe_language_examples or probe.n_batches * size)
         probe.language_context = language_adapter_context(prepared)
+    if config.training.device.type == "cpu" and config.training.dataloader_pin_memory:
+        config.training.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on CPU
     callbacks = [UnfreezeCallback(prepared.strategy, prepared.blocks, writer=writer),
-                 _metrics_callback(writer, prepared.source_language)]
+                 ValidationMetricsCallback(writer, prepared.source_language)]
     if config.probe.probe_every:
         probe_callback = FisherProbeCallback(
             every=config.probe.probe_every, n_batches=config.probe.probe_batches,

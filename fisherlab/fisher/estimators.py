@@ -48,6 +48,7 @@ from fisherlab.fisher.outputs import (
     infer_output,
 )
 from fisherlab.fisher.precision import PrecisionRecorder, nonfinite_blocks, warn_nonfinite
+from fisherlab.spec.estimators import ESTIMATORS  # the one list of estimator names (torch-free)
 from fisherlab.torch_utils import (
     check_autograd_grad_ok,
     cuda_devices,
@@ -56,7 +57,6 @@ from fisherlab.torch_utils import (
     unwrap_model,
 )
 
-ESTIMATORS = ("per_example", "exact", "batch", "empirical", "reference")
 LABELS = {"per_example": "sampled", "exact": "expectation", "batch": "sampled",
           "empirical": "data", "reference": "argmax"}
 PER_EXAMPLE_ESTIMATORS = ("per_example", "exact", "empirical")

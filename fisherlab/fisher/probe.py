@@ -72,6 +72,11 @@ class FisherProbe:
             raise ValueError(f"FisherProbe: batch_size must be a positive integer or None, got {batch_size!r}")
         if mode not in MODES:
             raise ValueError(f"FisherProbe: mode must be one of {MODES}, got {mode!r}")
+        from fisherlab.fisher.estimators import ESTIMATORS
+        from fisherlab.fisher.outputs import FisherError
+
+        if estimator not in ESTIMATORS:  # fail at construction, not inside Trainer.train()
+            raise FisherError(f"FisherProbe: estimator {estimator!r} is unknown; expected one of {list(ESTIMATORS)}")
         self.n_batches = n_batches
         self.estimator = estimator
         self.seed = int(seed)

@@ -6,6 +6,8 @@
 * :mod:`.probe_callback` -- :class:`FisherProbeCallback` (when to measure tr(F));
 * :mod:`.unfreeze_callback` -- :class:`UnfreezeCallback` (scheduled unfreezing);
 * :mod:`.regularised` -- :class:`RegularisedTrainerMixin`, :class:`KeepText`;
+* :mod:`.metrics_callback` -- :class:`ValidationMetricsCallback` (validation curve -> ``metrics.jsonl``);
+* :mod:`.run` -- :class:`FisherlabRun` (a complete run from your own Trainer script: ``attach``, ``finish``);
 * :mod:`.trainer` -- :func:`make_trainer_class` (binds callbacks; unfreezing and
   regulariser mixins).
 
@@ -29,6 +31,9 @@ _EXPORTS = {
     "BindingTrainerMixin": ".trainer",
     "UnfreezingTrainerMixin": ".trainer",
     "make_trainer_class": ".trainer",
+    "ValidationMetricsCallback": ".metrics_callback",
+    "FisherlabRun": ".run",
+    "FisherlabRunError": ".run",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -110,6 +110,10 @@ class FisherProbeCallback(TrainerBoundCallback):
         attach_training_data(self.probe, train_dataloader, args, "FisherProbeCallback")
         record_precision(self.writer, self.trainer, model, state)
         self._add_languages(train_dataloader)
+        if self.writer is not None and state.is_world_process_zero:  # run.json says what measured the run
+            from fisherlab.runs.components import record_component
+
+            record_component(self.writer, "fisher_probe", self.config(), estimator=self.probe.estimator, fisher=True)
         saved = state.stateful_callbacks.get(self.state_key)
         self.measured_through = int(saved["measured_through"]) if saved else -1
         self._save_state(state)

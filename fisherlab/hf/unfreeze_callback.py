@@ -30,6 +30,7 @@ measures, whatever the order of the callbacks.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -167,11 +168,23 @@ class UnfreezeCallback(TrainerBoundCallback):
     def _begin(self, args: Any, state: Any, model: torch.nn.Module, optimizer: Any,
                train_dataloader: Any) -> None:
         schedule = self.prepare(model)
+        if self.writer is not None and state.is_world_process_zero:  # run.json says what trained the run
+            from fisherlab.runs.components import record_component
+
+            record_component(self.writer, "unfreeze", {"strategy": self.strategy.to_string(),
+                                                       "blocks": list(self.blocks.names)},
+                             strategy=self.strategy.to_string(), estimator=getattr(self.strategy, "estimator", None))
         if self.strategy.needs_measurement:
             attach_training_data(self.probe, train_dataloader, args, "UnfreezeCallback (fisher strategy)")
         self._check_optimizer(model, optimizer)
         self._check_ddp(args)
         record_precision(self.writer, self.trainer, model, state)
+        if state.global_step == 0:  # say so when the schedule cannot complete in the step budget
+            from fisherlab.spec.budget import schedule_shortfall
+
+            shortfall = schedule_shortfall(self.strategy, self.blocks.n_layers, state.max_steps)
+            if shortfall:
+                warnings.warn(f"UnfreezeCallback: {shortfall}", UserWarning, stacklevel=2)
         saved = state.stateful_callbacks.get(self.state_key)
         if saved:
             schedule.load_state_dict(saved)

@@ -106,6 +106,10 @@ def build_report(runset_or_paths: Any, out_dir: str | os.PathLike, **options: An
     _remove_stale(figures_dir, tables_dir)
 
     meta = _run_meta(runset)
+    methods = sorted(set(meta["method"].astype(str)))
+    if opts.baseline is not None and opts.baseline not in methods:  # a typo must not pass silently
+        raise ReportError(f"--baseline {opts.baseline!r} is not a method of these runs; methods present: "
+                          f"{', '.join(methods)}")
     ctx = _Context(runset=runset, options=opts, meta=meta, palette=method_colors(meta["method"].astype(str)))
     _compute_tables(ctx)
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from fisherlab.spec.estimators import ESTIMATORS
 from fisherlab.spec.grammar import SpecError
 from fisherlab.spec.registry import Spec, SpecRegistry
 
@@ -283,6 +284,8 @@ class Fisher(Strategy):
             self.seed = self.probe.seed
             self.batch_size = self.probe.batch_size
             self.mode = self.probe.mode
+        if self.estimator not in ESTIMATORS:
+            raise StrategyError(f"fisher: estimator {self.estimator!r} is unknown; expected one of {list(ESTIMATORS)}")
         if isinstance(self.n_batches, bool) or not isinstance(self.n_batches, int) or self.n_batches <= 0:
             raise StrategyError(f"fisher: n_batches must be a positive integer, got {self.n_batches!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size <= 0):

@@ -149,7 +149,7 @@ def plan_sweep(config_file: str | Path | None = None, args: Sequence[str] = (), 
     among the methods. Every run's config is parsed and checked here: a ConfigError names
     the field before anything runs.
     """
-    from fisherlab.config import parse_config, validate_static
+    from fisherlab.config import parse_config, resolve_task, validate_static
     from fisherlab.spec.schedules import sample_permutation_schedules, top_down_order
     from fisherlab.spec.strategies import strategy_from_string
 
@@ -169,6 +169,8 @@ def plan_sweep(config_file: str | Path | None = None, args: Sequence[str] = (), 
 
     base_overrides = dict(overrides or {})
     base = parse_config(config_file, args, {**base_overrides, "run_dir": str(out / "_base")})
+    validate_static(base)
+    resolve_task(base)  # task, languages, base model, adapters: the checks a run makes before building
     probe_batches = base.probe.probe_batches
     if k is None:
         k = _explicit_k(base.schedule.strategy)

@@ -101,13 +101,10 @@ def write_task_results(writer: Any, task: Any, source_language: str,
     ``per_language`` holds ``task.metric`` (the headline number: accuracy, or F1 for QA);
     ``per_metric`` holds every metric (``{"f1": {lang: v}, "exact_match": {lang: v}}``).
     """
-    per_metric: dict[str, dict[str, float]] = {}
+    from fisherlab.runs.results import write_scores
+
     for language, values in scores.items():
         if task.metric not in values:
             raise ValueError(f"{task.name}: evaluation of {language!r} lacks the task metric {task.metric!r} "
                              f"(got {sorted(values)})")
-        for metric, value in values.items():
-            per_metric.setdefault(metric, {})[language] = float(value)
-            writer.log_metric(step, "test", language, metric, float(value))
-    writer.write_results(metric=task.metric, source_language=source_language,
-                         per_language=per_metric[task.metric], per_metric=per_metric)
+    write_scores(writer, scores, task.metric, source_language, step)
