@@ -45,10 +45,10 @@ from regulariser_cost import GOALS, VARIANTS
 from schedule_overhead import train_once
 
 from fisherlab.blocks import BlockMap
-from fisherlab.torch_utils import trainable_parameters
 from fisherlab.fisher.probe import FisherProbe
 from fisherlab.regularisers import regularised_loss, regulariser_from_string
 from fisherlab.tiny import tiny_adapter_model, tiny_batch
+from fisherlab.torch_utils import trainable_parameters
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -29,7 +29,13 @@ import pandas as pd
 from fisherlab.analysis.curves import trace_curves
 from fisherlab.analysis.features import FEATURES, curve_features
 from fisherlab.analysis.loading import FISHER_COLUMNS, RunSet
-from fisherlab.analysis.stats import CORRELATION_METHODS, benjamini_hochberg, correlate, correlation_batch, holm
+from fisherlab.analysis.stats import (
+    CORRELATION_METHODS,
+    benjamini_hochberg,
+    correlate,
+    correlation_batch,
+    holm,
+)
 
 __all__ = ["has_target_fisher", "language_curves", "language_features", "language_ranking",
            "language_relation", "language_results", "ranking_summary"]

@@ -34,7 +34,12 @@ from typing import Any
 import torch
 
 from fisherlab.blocks import BlockMap, BlockMapError
-from fisherlab.fisher.language_sets import LABEL_FREE_ESTIMATORS, LanguageSet, language_seed, make_language_set
+from fisherlab.fisher.language_sets import (
+    LABEL_FREE_ESTIMATORS,
+    LanguageSet,
+    language_seed,
+    make_language_set,
+)
 from fisherlab.fisher.measurement import FisherMeasurement
 from fisherlab.fisher.precision import nonfinite_blocks, warn_nonfinite
 from fisherlab.torch_utils import (

@@ -20,11 +20,11 @@ from fisherlab.report.context import (
     _final_trace,
     _pick_column,
 )
+from fisherlab.report.languages import LANGUAGE_FIGURES
 from fisherlab.report.options import (
     REGULARISER_COLUMNS,
     WEIGHT_COLUMNS,
 )
-from fisherlab.report.languages import LANGUAGE_FIGURES
 from fisherlab.report.tables import _baseline
 
 
