@@ -124,3 +124,33 @@ def test_trainer_torch_compile_with_probe_and_fun(tmp_path):
     assert [(e.step, e.blocks) for e in u2.schedule.events] == [(e.step, e.blocks) for e in u1.schedule.events]
     assert [m.step for m in p2.history] == [m.step for m in p1.history]
     assert p2.history[0].traces == p1.history[0].traces
+
+
+@pytest.mark.parametrize("accumulate_with", ["factory", "attach"])
+def test_adapters_head_loss_is_averaged_over_accumulation_steps(tmp_path, accumulate_with):
+    """Batch 4 x 2 accumulation steps must update like batch 8. The adapters head takes **kwargs
+    but ignores num_items_in_batch, so without fix_loss_kwargs the Trainer skipped its division by
+    the accumulation steps and the update was twice as large (SGD makes the factor visible)."""
+    from adapters import AdapterTrainer
+
+    from fisherlab.hf import make_trainer_class
+
+    def trained(**args):
+        model = tiny_model(seed=0)
+        model.train_adapter("task")
+        targs = tiny_args(tmp_path / str(len(args)), optim="sgd", weight_decay=0.0, max_grad_norm=0.0,
+                          max_steps=1, **args)
+        if accumulate_with == "factory":
+            trainer = make_trainer_class(AdapterTrainer)(model=model, args=targs, train_dataset=tiny_dataset(8))
+        else:
+            from fisherlab.hf import FisherlabRun
+
+            trainer = Trainer(model=model, args=targs, train_dataset=tiny_dataset(8))
+            FisherlabRun(tmp_path / f"run{len(args)}", strategy="standard", probe_every=0).attach(trainer)
+        trainer.train()
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    whole = trained(per_device_train_batch_size=8)
+    halves = trained(per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    for name, value in whole.items():
+        assert torch.allclose(halves[name], value, rtol=1e-5, atol=1e-7), name

@@ -119,6 +119,7 @@ class FisherlabRun:
         from fisherlab.fisher.estimators import active_task_module
         from fisherlab.hf.metrics_callback import ValidationMetricsCallback
         from fisherlab.hf.probe_callback import FisherProbeCallback
+        from fisherlab.hf.trainer import fix_loss_kwargs
         from fisherlab.hf.unfreeze_callback import UnfreezeCallback
         from fisherlab.runs import RunWriter
 
@@ -133,6 +134,7 @@ class FisherlabRun:
         self.blocks = BlockMap.from_model(model, adapter=adapter)
         self.strategy.validate(self.blocks)
         self._fix_label_names(trainer)
+        fix_loss_kwargs(trainer)  # adapters heads ignore num_items_in_batch (gradient accumulation)
         if trainer.args.device.type == "cpu" and trainer.args.dataloader_pin_memory:
             trainer.args.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on CPU
         args = trainer.args

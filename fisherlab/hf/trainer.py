@@ -25,12 +25,37 @@ from fisherlab.hf.binding import TrainerBoundCallback, bind_callbacks
 from fisherlab.hf.regularised import RegularisedTrainerMixin
 
 
+def fix_loss_kwargs(trainer: Any) -> bool:
+    """Make the Trainer divide the loss by the gradient-accumulation steps for adapters heads.
+
+    ``transformers.Trainer`` skips that division when the model's ``forward`` takes ``**kwargs``
+    (it then passes ``num_items_in_batch`` and trusts the model to normalise across
+    micro-batches). The flexible heads of ``adapters`` (``BertAdapterModel`` & co.) take
+    ``**kwargs`` but ignore ``num_items_in_batch`` and return a per-micro-batch mean, so with
+    ``gradient_accumulation_steps = G`` the update and the logged loss were ``G`` times too large
+    (and gradient clipping acted on the inflated norm). Returns True when it changed the flag.
+    """
+    from fisherlab.torch_utils import unwrap_model
+
+    try:
+        from adapters.heads import ModelWithFlexibleHeadsAdaptersMixin
+    except ImportError:  # adapters not installed: nothing of its kind to fix
+        return False
+    model = unwrap_model(trainer.model)
+    if isinstance(model, ModelWithFlexibleHeadsAdaptersMixin) and getattr(trainer, "model_accepts_loss_kwargs", False):
+        trainer.model_accepts_loss_kwargs = False
+        return True
+    return False
+
+
 class BindingTrainerMixin:
-    """Binds fisherlab callbacks (:class:`TrainerBoundCallback`) to this Trainer."""
+    """Binds fisherlab callbacks (:class:`TrainerBoundCallback`) to this Trainer and normalises
+    the loss of adapters heads under gradient accumulation (:func:`fix_loss_kwargs`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         bind_callbacks(self)
+        fix_loss_kwargs(self)
 
     def add_callback(self, callback: Any) -> None:
         super().add_callback(callback)
@@ -75,4 +100,4 @@ def make_trainer_class(base: type | None = None, *, unfreezing: bool = True, reg
     return _CLASS_CACHE[key]
 
 
-__all__ = ["BindingTrainerMixin", "UnfreezingTrainerMixin", "make_trainer_class"]
+__all__ = ["BindingTrainerMixin", "UnfreezingTrainerMixin", "fix_loss_kwargs", "make_trainer_class"]
