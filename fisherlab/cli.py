@@ -264,10 +264,15 @@ def sweep(
     args = list(ctx.args)
     if config is not None and config.startswith("-"):  # no file: the first extra flag landed here
         args, config = [config, *args], None
+    from fisherlab.sweep.study import is_sweep_file, plan_study
+
     try:
-        plan = plan_sweep(config, args, methods=[m.strip() for m in methods.split(",") if m.strip()],
-                          seeds=list(range(seeds)), permutations=permutations,
-                          permutation_seed=permutation_seed, k=k, out=out)
+        if is_sweep_file(config):  # a sweep file (`sweep:` section) says methods, seeds, preset itself
+            plan = plan_study(config, args, out=None if out == "runs" else out)
+        else:
+            plan = plan_sweep(config, args, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                              seeds=list(range(seeds)), permutations=permutations,
+                              permutation_seed=permutation_seed, k=k, out=out)
         result = run_sweep(plan, executor=executor, dry_run=dry_run, progress=not (quiet or dry_run),
                            slurm_options=parse_slurm_options(slurm or []), verbose=verbose)
     except ConfigError as err:

@@ -61,6 +61,21 @@ class Prepared:
 
 
 
+def resolve_lang_adapters(config: RunConfig, defaults: dict[str, Any]) -> dict[str, str]:
+    """The run's language adapters: the config's ``lang_adapters`` when given, else the task's.
+
+    The full fine-tuning baseline (``task_module: full``; FUN paper Figure 2, Table 7)
+    gets none unless the config names them: the task's default MAD-X language adapters
+    belong to the adapter methods.
+    """
+    given = parse_lang_adapters(config.model.lang_adapters)
+    if given is not None:
+        return given
+    if config.model.task_module == "full":
+        return {}
+    return dict(defaults.get("lang_adapters") or {})
+
+
 def prepare_run(config: RunConfig) -> Prepared:
     """Build task, model, blocks and data; every configuration error surfaces here, before training."""
     import torch
@@ -83,9 +98,7 @@ def prepare_run(config: RunConfig) -> Prepared:
     if isinstance(base, (str, Path)) and (str(base).startswith(("/", ".", "~")) or os.sep in str(base)) \
             and not Path(str(base)).expanduser().exists():
         raise ConfigError(f"base: model path {str(base)!r} does not exist")
-    lang_adapters = parse_lang_adapters(config.model.lang_adapters)
-    if lang_adapters is None:
-        lang_adapters = dict(defaults.get("lang_adapters") or {})
+    lang_adapters = resolve_lang_adapters(config, defaults)
     source = config.task.source_language or defaults.get("source_language") or task.source_language
     if config.task.languages:
         languages = [lang.strip() for lang in config.task.languages.split(",") if lang.strip()]
@@ -145,12 +158,14 @@ def prepare_run(config: RunConfig) -> Prepared:
 # the run
 # --------------------------------------------------------------------------------------------
 def environment(model: Any = None) -> dict[str, Any]:
-    """Versions, device and attention backend for ``run.json``."""
+    """Versions (with fisherlab's git commit, :func:`fisherlab.revision.code_revision`),
+    device and attention backend for ``run.json``."""
     import adapters
     import torch
     import transformers
 
     import fisherlab
+    from fisherlab.revision import code_revision
 
     device = "cpu"
     if model is not None:
@@ -164,6 +179,7 @@ def environment(model: Any = None) -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "attn_implementation": getattr(getattr(model, "config", None), "_attn_implementation", None),
         "threads": torch.get_num_threads(),
+        "fisherlab_commit": code_revision()["commit"], "fisherlab_dirty": code_revision()["dirty"],
     }
 
 

@@ -20,8 +20,8 @@ PACKAGE = ROOT / "fisherlab"
 
 #: Layers, lowest first: (name, module prefixes, torch-free?). A module imports its own layer or lower.
 LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
-    ("errors", ("fisherlab.errors", "fisherlab._lazy"), True),
-    ("spec", ("fisherlab.spec",), True),
+    ("errors", ("fisherlab.errors", "fisherlab._lazy", "fisherlab.revision"), True),
+    ("spec", ("fisherlab.spec", "fisherlab.presets"), True),
     ("store", ("fisherlab.runs",), True),
     ("analysis", ("fisherlab.analysis",), True),
     ("plots", ("fisherlab.plots",), True),

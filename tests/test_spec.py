@@ -28,8 +28,8 @@ STRATEGY_EXAMPLES = {
     "gradual": "gradual:k=3",
     "reverse": "reverse:k=3",
     "permutation": "permutation:order=2,0,1;k=4",
-    "random": "random:k=5;seed=3",
-    "fisher": "fisher:k=50;estimator=exact;n_batches=4;seed=1;batch_size=8;mode=train",
+    "random": "random:k=5;seed=3;first=random",
+    "fisher": "fisher:k=50;estimator=exact;n_batches=4;seed=1;batch_size=8;mode=train;first=fisher",
     "surgical": "surgical:blocks=layer.1,layer.2",
 }
 REGULARISER_EXAMPLES = {
