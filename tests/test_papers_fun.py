@@ -225,3 +225,35 @@ def test_environment_records_the_code_revision():
     assert env["fisherlab_commit"] == expected
     assert env["fisherlab_dirty"] in (True, False, None)
     assert np.isscalar(env["threads"])
+
+
+# -- (4) Figure 4: the permutation study only; QA = mean of MLQA and XQuAD ---------------------
+def test_figure4_groups_permutation_and_top_down_with_qa_pairs():
+    import pandas as pd
+
+    from fisherlab.analysis import group_runs
+    from fisherlab.analysis.figure4 import figure4_values
+
+    rows = []
+    for task, offset in (("mlqa", 0.0), ("xquad", 4.0)):
+        for seed, (method, strategy) in enumerate([("permutation", "permutation:order=3,2,0,1;k=5"),
+                                                   ("permutation", "permutation:order=3,1,2,0;k=5"),
+                                                   ("top_down", "permutation:order=3,2,1,0;k=5"),
+                                                   ("fisher", "fisher:k=5"), ("standard", "standard")]):
+            rows.append({"run_id": f"{task}-{seed}", "xling_avg": 50.0 + seed + offset, "model": "m",
+                         "task": task, "estimator": "per_example", "method": method, "strategy": strategy,
+                         "seed": 0})
+    rows.append({"run_id": "xnli-0", "xling_avg": 70.0, "model": "m", "task": "xnli", "estimator": "per_example",
+                 "method": "gradual", "strategy": "gradual:k=5", "seed": 0})
+    values, notes = figure4_values(pd.DataFrame(rows))
+    assert set(values["method"]) == {"permutation", "top_down"}  # fisher, standard, gradual left out
+    assert set(values["task"]) == {"qa"} and len(values) == 6
+    by = values.set_index("run_id")["value"]
+    assert by["mlqa-0"] == by["xquad-0"] == pytest.approx(52.0)  # (50 + 54) / 2
+    assert by["mlqa-2"] == pytest.approx(54.0)
+    groups = group_runs(values, delta=1.0, by=["model", "task", "estimator"])
+    assert groups.set_index("run_id").loc["mlqa-2", "group"] == 0 and notes == []
+    # no permutation study at all: every run is grouped, and a note says so
+    only = pd.DataFrame([r for r in rows if r["method"] in ("fisher", "standard")])
+    values, notes = figure4_values(only)
+    assert len(values) == 4 and "grouping every run" in notes[0]
