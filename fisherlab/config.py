@@ -27,7 +27,7 @@ from typing import Any
 from fisherlab.errors import FisherlabError
 from fisherlab.spec.grammar import SpecError, split_specs
 from fisherlab.spec.methods import method_label
-from fisherlab.spec.regularisers import describe_regularisers, parse_regularisers
+from fisherlab.spec.regularisers import describe_regularisers, note_penalty_weight, parse_regularisers
 
 CHECKPOINTS = "checkpoints"
 
@@ -120,7 +120,9 @@ class RunConfig:
         out["method"] = self.method
         out["task_name"] = self.task.task
         out["resolved"] = dict(self.resolved)
-        out["regulariser"] = describe_regularisers(self.regulariser_specs())
+        out["regulariser"] = {**describe_regularisers(self.regulariser_specs()),
+                              "fpen": note_penalty_weight(self.regulariser_specs(),
+                                                          int(self.training.per_device_train_batch_size))}
         out["model_name"] = self.resolved.get("model_name") or self.model.base
         return out
 
@@ -151,7 +153,8 @@ class RunConfig:
         return {"version": 1, "method": self.method, "strategy": strategy.to_string(), "seed": self.training.seed,
                 "model": self.resolved.get("model_name") or self.model.base, "task": self.task.task,
                 "task_module": self.model.task_module, "regulariser": regulariser["kind"],
-                "regulariser_weight": regulariser["weight"], "estimator": estimator}
+                "regulariser_weight": regulariser["weight"], "estimator": estimator,
+                "fpen": note_penalty_weight(self.regulariser_specs(), int(self.training.per_device_train_batch_size))}
 
 
 DATACLASSES = (ModelArguments, TaskArguments, ScheduleArguments, ProbeArguments, RunArguments)

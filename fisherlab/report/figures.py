@@ -247,7 +247,8 @@ def _fig_regulariser(ctx: _Context) -> Drawn:
                                  estimator_policy=ctx.options.estimator_policy,
                                  n_boot=min(ctx.options.n_boot, 1000), seed=ctx.options.seed,
                                  palette=ctx.palette, method=ctx.options.correlation)
-    return Drawn(fig, f"tr(F) summed over the trainable layer blocks at each run's last probe step against the "
+    return Drawn(fig, f"tr(F) summed over the trainable layer blocks (fully fine-tuned runs: the whole model, "
+                      f"embeddings and head included) at each run's last probe step against the "
                       f"source-language result; marker and colour = regulariser ({kind_col}), label = "
                       f"weight ({weight_col or 'not found'}); least-squares line with a 95% bootstrap band; "
                       f"{ctx.options.correlation} r with a bootstrap CI and a permutation p-value in the title.",

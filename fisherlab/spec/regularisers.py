@@ -27,7 +27,7 @@ from fisherlab.spec.registry import Spec, SpecRegistry
 
 __all__ = ["CONSISTENCY_VIEWS", "DIVERGENCES", "EMBEDDING_DISTS", "L2_TARGETS", "PENALTY_METHODS",
            "REDUCTIONS", "REGULARISERS", "TASK_AT", "ConsistencySpec", "FisherPenaltySpec", "L2Spec", "MVRSpec",
-           "RegulariserSpec", "RegulariserSpecError", "describe_regularisers", "parse_regularisers",
+           "RegulariserSpec", "RegulariserSpecError", "describe_regularisers", "note_penalty_weight", "parse_regularisers",
            "regulariser_family", "regulariser_spec"]
 
 PENALTY_METHODS = ("finite_difference", "double_backprop")
@@ -77,6 +77,14 @@ class FisherPenaltySpec(RegulariserSpec):
     @property
     def weight(self) -> float:
         return float(self.alpha)
+
+    def note_weight(self, batch_size: int) -> float:
+        """The weight on Stickland & Murray's scale (``fpen``, a weight on ``||g_bar||^2``):
+        ``alpha * B`` when ``scaled`` (fisherlab penalises ``alpha * B * ||g_bar||^2``, B the
+        per-device batch size), else ``alpha``."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise RegulariserSpecError(f"fisher_penalty: batch size must be a positive integer, got {batch_size!r}")
+        return float(self.alpha) * (batch_size if self.scaled else 1)
 
 
 @dataclass
@@ -192,6 +200,13 @@ def regulariser_family(label: str) -> str | None:
     ``fpen`` -> ``fisher_penalty``); None for labels of no registered kind (e.g. ``none``)."""
     head = str(label).strip().split("/", 1)[0].split(":", 1)[0]
     return REGULARISERS.canonical(head)
+
+
+def note_penalty_weight(specs: Iterable[RegulariserSpec], batch_size: int) -> float | None:
+    """``fpen`` of a run: the single Fisher penalty's weight on the note's scale
+    (:meth:`FisherPenaltySpec.note_weight`); None without exactly one Fisher penalty."""
+    penalties = [s for s in specs if isinstance(s, FisherPenaltySpec)]
+    return penalties[0].note_weight(batch_size) if len(penalties) == 1 else None
 
 
 def describe_regularisers(specs: Iterable[RegulariserSpec]) -> dict[str, Any]:
