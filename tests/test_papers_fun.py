@@ -146,16 +146,17 @@ def _paper_configs() -> list[Path]:
     return sorted(p for p in ANALYSES.rglob("*.yaml") if "sweep:" in p.read_text())
 
 
-def test_analyses_configs_are_the_generators_output():
+@pytest.mark.parametrize("study", ["fun", "regularisers"])
+def test_analyses_configs_are_the_generators_output(study):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_configs", ANALYSES / "fun" / "make_configs.py")
+    spec = importlib.util.spec_from_file_location(f"make_{study}", ANALYSES / study / "make_configs.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     expected = module.configs()
     for rel, text in expected.items():
-        assert (ANALYSES / "fun" / rel).read_text() == text, rel
-    shipped = {str(p.relative_to(ANALYSES / "fun")) for p in (ANALYSES / "fun" / "configs").rglob("*.yaml")}
+        assert (ANALYSES / study / rel).read_text() == text, rel
+    shipped = {str(p.relative_to(ANALYSES / study)) for p in (ANALYSES / study / "configs").rglob("*.yaml")}
     assert shipped == set(expected)
 
 
@@ -169,7 +170,7 @@ def test_every_paper_config_plans_offline(tmp_path, monkeypatch):
         monkeypatch.setattr(getattr(transformers, name), "from_pretrained", no_hub)
     monkeypatch.setenv("FISHERLAB_DATA", str(tmp_path / "no-data-here"))
     configs = _paper_configs()
-    assert len(configs) >= 46
+    assert len(configs) >= 46 + 15
     tables = set()
     for path in configs:
         plan = plan_study(path, out=tmp_path / path.stem)
@@ -179,7 +180,7 @@ def test_every_paper_config_plans_offline(tmp_path, monkeypatch):
             strategy_from_string(run.strategy)
         config = plan[0].parse()
         assert config.model.base in PAPER_BASE_MODELS, path
-    assert {"table3", "table4", "table7", "table15", "mdeberta"} <= tables
+    assert {"table3", "table4", "table7", "table15", "mdeberta", "figure1", "figure2"} <= tables
     # Table 3 cells: 5 methods + 9 permutation schedules (gradual is the top-down order), 3 seeds
     plan = plan_study(ANALYSES / "fun" / "configs" / "table3" / "mbert-xnli.yaml", out=tmp_path / "x")
     assert len(plan) == (5 + 9) * 3
