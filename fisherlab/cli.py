@@ -140,6 +140,33 @@ def train(
     typer.echo(f"run written to {run_dir}")
 
 
+@app.command("two-stage", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def two_stage(
+    ctx: typer.Context,
+    config: str = typer.Argument(None, help="Stage-1 config (as `fisherlab train` takes it)."),
+    targets: str = typer.Option(..., help="Comma-separated target languages of stage 2, e.g. de,es,zh."),
+    stage2_epochs: float = typer.Option(None, help="Stage-2 epochs (default: stage 1's)."),
+    stage2_max_steps: int = typer.Option(None, help="Stage-2 optimizer steps (overrides epochs)."),
+    stage2_lr: float = typer.Option(None, help="Stage-2 learning rate (default: stage 1's)."),
+) -> None:
+    """Stickland & Murray's two-stage protocol: train on English, then per target language on its
+    train split, evaluating on its validation split before/after; writes `two_stage_gain` rows."""
+    from fisherlab.errors import FisherlabError
+    from fisherlab.train import ConfigError, parse_config
+    from fisherlab.two_stage import run_two_stage
+
+    args = list(ctx.args)
+    if config is not None and config.startswith("-"):
+        args, config = [config, *args], None
+    try:
+        run_dir = run_two_stage(parse_config(config, args), targets.split(","), epochs=stage2_epochs,
+                                max_steps=stage2_max_steps, learning_rate=stage2_lr)
+    except (ConfigError, FisherlabError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"run written to {run_dir} (two_stage_gain rows in metrics.jsonl)")
+
+
 @app.command("tasks")
 def tasks() -> None:
     """List the registered tasks with training data, test languages, metric and hub ids (docs/tasks.md)."""

@@ -278,8 +278,13 @@ def evaluate_languages(prepared: Prepared, progress: bool = True) -> dict[str, d
     return scores
 
 
-def run_training(config: RunConfig, extra_callbacks: Sequence[Any] = ()) -> Path:
+def run_training(config: RunConfig, extra_callbacks: Sequence[Any] = (),
+                 after_training: Any = None) -> Path:
     """Run one configured experiment end to end; returns the run directory.
+
+    ``after_training(prepared, trainer, writer)``, when given, runs on the main process after
+    the zero-shot results are written and before the run is marked completed (e.g. the
+    target-language stage of :mod:`fisherlab.two_stage`).
 
     A finished run directory is never overwritten without ``run.overwrite``; an
     interrupted one is continued with ``run.resume`` (from its newest checkpoint,
@@ -316,6 +321,8 @@ def run_training(config: RunConfig, extra_callbacks: Sequence[Any] = ()) -> Path
         if trainer.is_world_process_zero():
             scores = evaluate_languages(prepared, progress=config.run.progress)
             write_task_results(writer, prepared.task, prepared.source_language, scores, trainer.state.global_step)
+            if after_training is not None:
+                after_training(prepared, trainer, writer)
             writer.finish("completed")
     except BaseException as err:
         writer.finish("failed", error=f"{type(err).__name__}: {err}")

@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
     ("hf", ("fisherlab.hf",), False),
     ("config", ("fisherlab.config",), False),
     ("train", ("fisherlab.train",), False),
-    ("sweep", ("fisherlab.sweep",), False),
+    ("sweep", ("fisherlab.sweep", "fisherlab.two_stage"), False),
     ("demo", ("fisherlab.demo",), False),
     ("cli", ("fisherlab.cli",), False),
 ]
