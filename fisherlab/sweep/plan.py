@@ -197,7 +197,7 @@ def plan_sweep(config_file: str | Path | None = None, args: Sequence[str] = (), 
                               f"base config's strategy (now {base.schedule.strategy!r})")
         schedules.append((method, method, None))
     if permutations:
-        if per_method.get(PERMUTATION, {}).get("k", k) is None:
+        if any(per_method.get(label, {}).get("k", k) is None for label in labels if label in (PERMUTATION, TOP_DOWN)):
             raise ConfigError("k: permutation schedules need an unfreezing interval; pass --k or put k= in the "
                               f"base config's strategy (now {base.schedule.strategy!r})")
         if n_layers is None:
