@@ -254,6 +254,11 @@ def test_figure4_groups_permutation_and_top_down_with_qa_pairs():
     assert by["mlqa-2"] == pytest.approx(54.0)
     groups = group_runs(values, delta=1.0, by=["model", "task", "estimator"])
     assert groups.set_index("run_id").loc["mlqa-2", "group"] == 0 and notes == []
+    # a sweep that ran gradual (the top-down order) has no top_down run: gradual stands in for it
+    swapped = pd.DataFrame([{**r, "method": "gradual"} if r["method"] == "top_down" else r for r in rows])
+    values, _ = figure4_values(swapped)
+    assert sorted(values.loc[values["method"] == "gradual", "run_id"]) == ["mlqa-2", "xquad-2"]
+    assert "xnli-0" not in set(values["run_id"])  # a gradual run of a cell without permutation runs stays out
     # no permutation study at all: every run is grouped, and a note says so
     only = pd.DataFrame([r for r in rows if r["method"] in ("fisher", "standard")])
     values, notes = figure4_values(only)

@@ -6,7 +6,9 @@ cross-lingual result, per model and dataset; the other methods are not part of i
 the models are trained on SQuAD and evaluated on MLQA and XQuAD, and the group value is
 the mean of the two F1 averages. In fisherlab, MLQA and XQuAD are separate tasks (a run
 each); runs of the two with the same model, estimator, method, strategy and seed are the
-same training, so each gets the pair's mean as its value and the task label ``qa``.
+same training, so each gets the pair's mean as its value and the task label ``qa``. When a
+sweep ran ``gradual`` (the top-down order itself) instead of a separate ``top_down`` run, the
+``gradual`` runs of a cell with permutation runs stand in for ``top_down``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,26 @@ QA_TASKS: Mapping[str, tuple[str, ...]] = {"qa": ("mlqa", "xquad")}
 """Merged task label -> the tasks whose results are averaged (same training run)."""
 
 _PAIR_KEYS = ("model", "estimator", "method", "strategy", "seed")
+TOP_DOWN = "top_down"
+GRADUAL_STAND_IN = "gradual"
+"""A sweep that runs ``gradual`` plans no separate ``top_down`` run: GU *is* the top-down
+order, so in a cell with permutation runs and no ``top_down`` run its ``gradual`` runs
+stand in as the 10th schedule."""
+
+
+def _gradual_as_top_down(frame: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """The ``gradual`` runs of the (model, task, estimator) cells that have permutation runs but no top_down run."""
+    cell = [c for c in ("model", "task", "estimator") if c in frame.columns]
+    key = lambda f: f[cell].astype(str).apply("\x1f".join, axis=1)  # noqa: E731
+    if chosen.empty:
+        return chosen
+    has_top = set(key(chosen.loc[chosen["method"].astype(str) == TOP_DOWN]))
+    with_perm = set(key(chosen.loc[chosen["method"].astype(str) == "permutation"]))
+    gradual = frame.loc[frame["method"].astype(str) == GRADUAL_STAND_IN]
+    if gradual.empty:
+        return gradual
+    keys = key(gradual)
+    return gradual.loc[keys.isin(with_perm - has_top)]
 
 
 def figure4_values(runs: pd.DataFrame, methods: Sequence[str] | None = FIGURE4_METHODS,
@@ -41,6 +63,8 @@ def figure4_values(runs: pd.DataFrame, methods: Sequence[str] | None = FIGURE4_M
     frame = runs.copy()
     if methods is not None:
         chosen = frame.loc[frame["method"].astype(str).isin(list(methods))]
+        if TOP_DOWN in methods and GRADUAL_STAND_IN not in methods:
+            chosen = pd.concat([chosen, _gradual_as_top_down(frame, chosen)])
         if chosen.empty:
             notes.append(f"no {' / '.join(methods)} runs (the permutation study): grouping every run")
         else:
