@@ -169,6 +169,33 @@ def _file_fields(config: str) -> dict:
     return dict(loaded) if isinstance(loaded, dict) else {}
 
 
+@app.command("two-stage", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def two_stage(
+    ctx: typer.Context,
+    config: str = typer.Argument(None, help="Stage-1 config (as `fisherlab train` takes it)."),
+    targets: str = typer.Option(..., help="Comma-separated target languages of stage 2, e.g. de,es,zh."),
+    stage2_epochs: float = typer.Option(None, help="Stage-2 epochs (default: stage 1's)."),
+    stage2_max_steps: int = typer.Option(None, help="Stage-2 optimizer steps (overrides epochs)."),
+    stage2_lr: float = typer.Option(None, help="Stage-2 learning rate (default: stage 1's)."),
+) -> None:
+    """Stickland & Murray's two-stage protocol: train on English, then per target language on its
+    train split, evaluating on its validation split before/after; writes `two_stage_gain` rows."""
+    from fisherlab.errors import FisherlabError
+    from fisherlab.train import ConfigError, parse_config
+    from fisherlab.two_stage import run_two_stage
+
+    args = list(ctx.args)
+    if config is not None and config.startswith("-"):
+        args, config = [config, *args], None
+    try:
+        run_dir = run_two_stage(parse_config(config, args), targets.split(","), epochs=stage2_epochs,
+                                max_steps=stage2_max_steps, learning_rate=stage2_lr)
+    except (ConfigError, FisherlabError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"run written to {run_dir} (two_stage_gain rows in metrics.jsonl)")
+
+
 @app.command("tasks")
 def tasks() -> None:
     """List the registered tasks with training data, test languages, metric and hub ids (docs/tasks.md)."""
@@ -297,10 +324,15 @@ def sweep(
     args = list(ctx.args)
     if config is not None and config.startswith("-"):  # no file: the first extra flag landed here
         args, config = [config, *args], None
+    from fisherlab.sweep.study import is_sweep_file, plan_study
+
     try:
-        plan = plan_sweep(config, args, methods=[m.strip() for m in methods.split(",") if m.strip()],
-                          seeds=list(range(seeds)), permutations=permutations,
-                          permutation_seed=permutation_seed, k=k, out=out)
+        if is_sweep_file(config):  # a sweep file (`sweep:` section) says methods, seeds, preset itself
+            plan = plan_study(config, args, out=None if out == "runs" else out)
+        else:
+            plan = plan_sweep(config, args, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                              seeds=list(range(seeds)), permutations=permutations,
+                              permutation_seed=permutation_seed, k=k, out=out)
         result = run_sweep(plan, executor=executor, dry_run=dry_run, progress=not (quiet or dry_run),
                            slurm_options=parse_slurm_options(slurm or []), verbose=verbose, jobs=jobs,
                            runs_per_gpu=runs_per_gpu)

@@ -27,7 +27,11 @@ from typing import Any
 from fisherlab.errors import FisherlabError
 from fisherlab.spec.grammar import SpecError, split_specs
 from fisherlab.spec.methods import method_label
-from fisherlab.spec.regularisers import describe_regularisers, parse_regularisers
+from fisherlab.spec.regularisers import (
+    describe_regularisers,
+    note_penalty_weight,
+    parse_regularisers,
+)
 
 CHECKPOINTS = "checkpoints"
 
@@ -128,7 +132,9 @@ class RunConfig:
         out["method"] = self.method
         out["task_name"] = self.task.task
         out["resolved"] = dict(self.resolved)
-        out["regulariser"] = describe_regularisers(self.regulariser_specs())
+        out["regulariser"] = {**describe_regularisers(self.regulariser_specs()),
+                              "fpen": note_penalty_weight(self.regulariser_specs(),
+                                                          int(self.training.per_device_train_batch_size))}
         out["model_name"] = self.resolved.get("model_name") or self.model.base
         return out
 
@@ -159,7 +165,8 @@ class RunConfig:
         return {"version": 1, "method": self.method, "strategy": strategy.to_string(), "seed": self.training.seed,
                 "model": self.resolved.get("model_name") or self.model.base, "task": self.task.task,
                 "task_module": self.model.task_module, "regulariser": regulariser["kind"],
-                "regulariser_weight": regulariser["weight"], "estimator": estimator}
+                "regulariser_weight": regulariser["weight"], "estimator": estimator,
+                "fpen": note_penalty_weight(self.regulariser_specs(), int(self.training.per_device_train_batch_size))}
 
 
 DATACLASSES = (ModelArguments, TaskArguments, ScheduleArguments, ProbeArguments, RunArguments)
@@ -372,6 +379,21 @@ def fields_from_run(run_dir: str | Path) -> dict[str, Any]:
     return fields
 
 
+def resolve_lang_adapters(config: RunConfig, defaults: dict[str, Any]) -> dict[str, str]:
+    """The run's language adapters: the config's ``lang_adapters`` when given, else the task's.
+
+    The full fine-tuning baseline (``task_module: full``; FUN paper Figure 2, Table 7)
+    gets none unless the config names them: the task's default MAD-X language adapters
+    belong to the adapter methods.
+    """
+    given = parse_lang_adapters(config.model.lang_adapters)
+    if given is not None:
+        return given
+    if config.model.task_module == "full":
+        return {}
+    return dict(defaults.get("lang_adapters") or {})
+
+
 def resolve_task(config: RunConfig) -> tuple[Any, dict[str, Any]]:
     """The task and the run's settings that need the task but no model: base, language adapters,
     source and evaluation languages, reduction factor, model name. ConfigError names the field.
@@ -388,9 +410,7 @@ def resolve_task(config: RunConfig) -> tuple[Any, dict[str, Any]]:
     if isinstance(base, (str, Path)) and (str(base).startswith(("/", ".", "~")) or os.sep in str(base)) \
             and not Path(str(base)).expanduser().exists():
         raise ConfigError(f"base: model path {str(base)!r} does not exist")
-    lang_adapters = parse_lang_adapters(config.model.lang_adapters)
-    if lang_adapters is None:
-        lang_adapters = dict(defaults.get("lang_adapters") or {})
+    lang_adapters = resolve_lang_adapters(config, defaults)
     source = config.task.source_language or defaults.get("source_language") or task.source_language
     if config.task.languages:
         languages = [lang.strip() for lang in config.task.languages.split(",") if lang.strip()]

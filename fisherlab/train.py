@@ -33,6 +33,7 @@ from fisherlab.config import (  # noqa: F401  (re-exported: fisherlab.train's pu
     load_task,
     parse_config,
     parse_lang_adapters,
+    resolve_lang_adapters,
     resolve_task,
     split_regularisers,
     validate_static,
@@ -123,13 +124,15 @@ def prepare_run(config: RunConfig) -> Prepared:
 # the run
 # --------------------------------------------------------------------------------------------
 def environment(model: Any = None, training: Any = None) -> dict[str, Any]:
-    """Versions, device, attention backend and requested mixed precision for ``run.json``
-    (the callbacks add the effective ``precision`` and ``grad_scaler`` at train begin)."""
+    """Versions (with fisherlab's git commit, :func:`fisherlab.revision.code_revision`), device,
+    attention backend and requested mixed precision for ``run.json`` (the callbacks add the
+    effective ``precision`` and ``grad_scaler`` at train begin)."""
     import adapters
     import torch
     import transformers
 
     import fisherlab
+    from fisherlab.revision import code_revision
 
     device = "cpu"
     if model is not None:
@@ -145,6 +148,7 @@ def environment(model: Any = None, training: Any = None) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "mixed_precision": "bf16" if getattr(training, "bf16", False) else
                            "fp16" if getattr(training, "fp16", False) else "no",
+        **{f"fisherlab_{key}": value for key, value in code_revision().items() if key != "version"},
     }
 
 
@@ -283,8 +287,13 @@ def evaluate_languages(prepared: Prepared, progress: bool = True) -> dict[str, d
     return scores
 
 
-def run_training(config: RunConfig, extra_callbacks: Sequence[Any] = ()) -> Path:
+def run_training(config: RunConfig, extra_callbacks: Sequence[Any] = (),
+                 after_training: Any = None) -> Path:
     """Run one configured experiment end to end; returns the run directory.
+
+    ``after_training(prepared, trainer, writer)``, when given, runs on the main process after
+    the zero-shot results are written and before the run is marked completed (e.g. the
+    target-language stage of :mod:`fisherlab.two_stage`).
 
     A finished run directory is never overwritten without ``run.overwrite``; an
     interrupted one is continued with ``run.resume`` (from its newest checkpoint,
@@ -324,6 +333,8 @@ def run_training(config: RunConfig, extra_callbacks: Sequence[Any] = ()) -> Path
         if trainer.is_world_process_zero():
             scores = evaluate_languages(prepared, progress=config.run.progress)
             write_task_results(writer, prepared.task, prepared.source_language, scores, trainer.state.global_step)
+            if after_training is not None:
+                after_training(prepared, trainer, writer)
             writer.finish("completed")
     except BaseException as err:
         writer.finish("failed", error=f"{type(err).__name__}: {err}")

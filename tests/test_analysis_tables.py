@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fisherlab.analysis import language_table, load_runs, result_table
@@ -47,22 +48,33 @@ def test_result_table_by_hand(runset):
     assert full["n_seeds"] == 2 and full["rel_to_baseline"] == pytest.approx(0.0)
     ada = rows.loc[("mbert", "xnli", "ada")]
     assert ada["n_seeds"] == 3  # the failed run without results is not counted
-    assert ada["lowest_language"] == "sw" and ada["lowest"] == pytest.approx(51.0)
+    # the paper's "Lowest": one language per cell, the baseline's lowest (th), for every method
+    assert ada["lowest_language"] == "th" and ada["lowest"] == pytest.approx(56.0)
+    assert ada["lowest_std"] == pytest.approx(1.0)
+    own = result_table(runset, baseline="full", lowest="own").set_index(["model", "task", "method"])
+    assert own.loc[("mbert", "xnli", "ada"), "lowest_language"] == "sw"  # ada's own worst language
+    assert own.loc[("mbert", "xnli", "ada"), "lowest"] == pytest.approx(51.0)
+    assert own.loc[("mbert", "xnli", "full"), "lowest_language"] == "th"
     ada_avg = np.mean([np.mean([66, 50, 57]), np.mean([64, 52, 55]), np.mean([65, 51, 56])])
     assert ada["xling_avg"] == pytest.approx(ada_avg)
     assert ada["rel_to_baseline"] == pytest.approx(ada_avg - np.mean(xl))
     assert ada["rel_to_baseline_pct"] == pytest.approx(100 * (ada_avg / np.mean(xl) - 1))
     xcopa = rows.loc[("xlmr", "xcopa", "ada")]
     assert np.isnan(xcopa["rel_to_baseline"])  # no baseline in that cell
-    assert np.isnan(xcopa["xling_std"]) and xcopa["lowest_language"] == "it"
+    # no baseline in that cell: no baseline-lowest language (lowest="own" gives the method's own)
+    assert np.isnan(xcopa["xling_std"]) and pd.isna(xcopa["lowest_language"]) and np.isnan(xcopa["lowest"])
+    assert own.loc[("xlmr", "xcopa", "ada"), "lowest_language"] == "it"
     assert xcopa["source_language"] == "en" and xcopa["metric"] == "accuracy"
 
 
 def test_result_table_without_and_with_unknown_baseline(runset):
     table = result_table(runset)
     assert table["rel_to_baseline"].isna().all() and len(table) == 3
+    assert set(table["lowest_language"]) == {"sw", "th", "it"}
     with pytest.raises(ValueError, match="baseline method 'nope'"):
         result_table(runset, baseline="nope")
+    with pytest.raises(ValueError, match="lowest must be one of"):
+        result_table(runset, baseline="full", lowest="worst")
 
 
 def test_language_table(runset):

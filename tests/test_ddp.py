@@ -38,7 +38,8 @@ def launch(out: Path, **env: str) -> list[dict]:
 
 @pytest.mark.ddp
 def test_ddp_fun_same_decisions_and_synchronised_unfrozen_blocks(tmp_path):
-    ranks = launch(tmp_path, FISHERLAB_DDP_STRATEGY="fisher:k=2;n_batches=3;estimator=exact")
+    # first=fisher: FUN measures at step 0 too, so every decision (step 0 included) is a synchronised measurement
+    ranks = launch(tmp_path, FISHERLAB_DDP_STRATEGY="fisher:k=2;n_batches=3;estimator=exact;first=fisher")
     r0, r1 = ranks
     assert (r0["world"], r0["wrapper"], r0["find_unused"]) == (2, "DistributedDataParallel", True)
     # the same decisions on both ranks, one block every 2 steps

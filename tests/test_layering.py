@@ -20,8 +20,8 @@ PACKAGE = ROOT / "fisherlab"
 
 #: Layers, lowest first: (name, module prefixes, torch-free?). A module imports its own layer or lower.
 LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
-    ("errors", ("fisherlab.errors", "fisherlab._lazy", "fisherlab._jsonl"), True),
-    ("spec", ("fisherlab.spec",), True),
+    ("errors", ("fisherlab.errors", "fisherlab._lazy", "fisherlab._jsonl", "fisherlab.revision"), True),
+    ("spec", ("fisherlab.spec", "fisherlab.presets"), True),
     ("store", ("fisherlab.runs",), True),
     ("analysis", ("fisherlab.analysis",), True),
     ("plots", ("fisherlab.plots",), True),
@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
     ("hf", ("fisherlab.hf",), False),
     ("config", ("fisherlab.config",), False),
     ("train", ("fisherlab.train",), False),
-    ("sweep", ("fisherlab.sweep",), False),
+    ("sweep", ("fisherlab.sweep", "fisherlab.two_stage"), False),
     ("demo", ("fisherlab.demo",), False),
     ("cli", ("fisherlab.cli",), False),
 ]

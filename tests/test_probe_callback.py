@@ -72,7 +72,10 @@ def test_rows_logs_and_trainable_flags(tmp_path):
     assert [h["step"] for h in logged] == steps
     for h in logged:
         step_rows = [r for r in rows if r["step"] == h["step"]]
-        mean = sum(r["trace"] for r in step_rows if r["trainable"]) / sum(r["trainable"] for r in step_rows)
+        # one definition with the report's curves: trainable *layer* blocks only, the head excluded
+        counted = [r for r in step_rows if r["trainable"] and r["layer"] is not None]
+        assert any(r["block"] == "head" and r["trainable"] for r in step_rows)
+        mean = sum(r["trace"] for r in counted) / len(counted)
         assert h["fisher/mean_trainable"] == pytest.approx(mean)
         assert h["fisher/layer.0"] == pytest.approx(next(r["trace"] for r in step_rows if r["block"] == "layer.0"))
     assert probe.config() == {"every": 3, "estimator": "per_example", "n_batches": 2, "seed": 0,
@@ -96,7 +99,7 @@ def test_shared_probe_measures_once_per_step(tmp_path, monkeypatch):
     shared = FisherProbe(n_batches=1, seed=3)
     fun = UnfreezeCallback(Fisher(k=2, probe=shared), blocks)
     probe_cb = FisherProbeCallback(every=2, blocks=blocks, probe=shared)
-    assert fun.strategy.to_string() == "fisher:k=2;estimator=per_example;n_batches=1;seed=3;mode=eval"
+    assert fun.strategy.to_string() == "fisher:k=2;estimator=per_example;n_batches=1;seed=3;mode=eval;first=top"
     trainer = Trainer(model=model, args=tiny_args(tmp_path, max_steps=4), train_dataset=tiny_dataset(),
                       callbacks=[fun, probe_cb])
     bind_callbacks(trainer)  # a plain Trainer: bind explicitly

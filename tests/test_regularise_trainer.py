@@ -63,7 +63,7 @@ def test_strings_build_the_terms():
     ("l2:weight=0.1;to=origin", r"bad value for key 'to': expected one of zero, init, got 'origin'"),
     ("l2:weight=0.1;weight=0.2", r"key 'weight' given twice"),
     ("l2:weight=0.1,to=init", r"keys are separated by ';' \(',' was the old form\); write 'l2:weight=0.1;to=init'"),
-    ("sam:rho=0.05", r"unknown regulariser 'sam' .*expected one of \['consistency', 'fisher_penalty', 'l2'\]"),
+    ("sam:rho=0.05", r"unknown regulariser 'sam' .*expected one of \['consistency', 'fisher_penalty', 'l2', 'mvr'\]"),
     ("", r"non-empty string"),
 ])
 def test_bad_strings_fail_with_a_clear_message(spec, message):

@@ -28,8 +28,8 @@ STRATEGY_EXAMPLES = {
     "gradual": "gradual:k=3",
     "reverse": "reverse:k=3",
     "permutation": "permutation:order=2,0,1;k=4",
-    "random": "random:k=5;seed=3",
-    "fisher": "fisher:k=50;estimator=exact;n_batches=4;seed=1;batch_size=8;mode=train",
+    "random": "random:k=5;seed=3;first=random",
+    "fisher": "fisher:k=50;estimator=exact;n_batches=4;seed=1;batch_size=8;mode=train;first=fisher",
     "surgical": "surgical:blocks=layer.1,layer.2",
 }
 REGULARISER_EXAMPLES = {
@@ -38,6 +38,8 @@ REGULARISER_EXAMPLES = {
     "consistency": "consistency:view=resegment;weight=2.0;divergence=kl;stop_grad=true;reduction=rowmean;"
                    "dropout=0.2;alpha=0.1;seed=4;max_length=64",
     "l2": "l2:weight=0.1;to=init",
+    "mvr": "mvr:weight=0.5;temperature=2.0;ce_share=0.5;output=classification;dropout=0.1;alpha=0.2;seed=3;"
+           "max_length=64",
 }
 
 
@@ -102,7 +104,7 @@ def test_grammar_parses_and_formats():
     (regulariser_spec, "l2:weight=heavy", r"bad value for key 'weight': expected a number, got 'heavy'"),
     (regulariser_spec, "l2:to=moon", r"key 'to': expected one of zero, init, got 'moon'"),
     (regulariser_spec, "l2:colour=red", r"unknown key 'colour' for 'l2'; allowed keys: weight, to"),
-    (regulariser_spec, "sam:rho=1", r"unknown regulariser 'sam'.*\['consistency', 'fisher_penalty', 'l2'\]"),
+    (regulariser_spec, "sam:rho=1", r"unknown regulariser 'sam'.*\['consistency', 'fisher_penalty', 'l2', 'mvr'\]"),
     (regulariser_spec, "consistency:view=dropout;sigma=1", r"\['sigma'\] belong to other views"),
     (strategy_from_string, "gradual:k=x", r"strategy 'gradual:k=x': bad value for key 'k': expected an integer"),
     (strategy_from_string, "fisher:batch_size=big", r"key 'batch_size': expected an integer or none"),

@@ -115,7 +115,7 @@ def test_fisher_picks_largest_trace_among_frozen(k):
     # fixed traces: the ranking is 2 > 0 > 5 > 3 > 1 > 4, not top-down
     fixed = {layer(i): t for i, t in enumerate([5.0, 2.0, 9.0, 3.0, 1.0, 4.0])}
     measure, calls = fake_measure(lambda step: fixed)
-    events, schedule = run_schedule(f"fisher:k={k};n_batches=2", k * N_LAYERS + k, measure=measure)
+    events, schedule = run_schedule(f"fisher:k={k};n_batches=2;first=fisher", k * N_LAYERS + k, measure=measure)
     assert events == {j * k: [layer(i)] for j, i in enumerate([2, 0, 5, 3, 1, 4])}
     # every decision measures every layer block (frozen ones included), only at decision steps
     assert [c[0] for c in calls] == [j * k for j in range(N_LAYERS)]
@@ -123,9 +123,40 @@ def test_fisher_picks_largest_trace_among_frozen(k):
     assert schedule.events[0].scores == fixed
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_fisher_default_unfreezes_top_layer_first_without_measuring(k):
+    """FUN as released: the top layer at step 0, tr(F) from step k on (issue 11)."""
+    fixed = {layer(i): t for i, t in enumerate([5.0, 2.0, 9.0, 3.0, 1.0, 4.0])}
+    measure, calls = fake_measure(lambda step: fixed)
+    events, schedule = run_schedule(f"fisher:k={k};n_batches=2", k * N_LAYERS + k, measure=measure)
+    # layer 5 first (top), then by trace among the frozen: 2 > 0 > 3 > 1 > 4
+    assert events == {j * k: [layer(i)] for j, i in enumerate([5, 2, 0, 3, 1, 4])}
+    assert [c[0] for c in calls] == [j * k for j in range(1, N_LAYERS)]
+    assert schedule.events[0].scores is None and schedule.events[1].scores == fixed
+    assert strategy_from_string("fisher:k=5").first == "top"
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_random_default_unfreezes_top_layer_first(k):
+    for seed in range(5):
+        events, _ = run_schedule(f"random:k={k};seed={seed}", k * N_LAYERS, n_layers=N_LAYERS)
+        assert events[0] == [layer(N_LAYERS - 1)]
+        assert sorted(b[0] for b in events.values()) == [layer(i) for i in range(N_LAYERS)]
+    # first=random draws at step 0 too: over seeds the first pick is not always the top layer
+    firsts = {run_schedule(f"random:k={k};seed={seed};first=random", k, n_layers=N_LAYERS)[0][0][0]
+              for seed in range(12)}
+    assert len(firsts) > 1
+
+
+@pytest.mark.parametrize("spec", ["fisher:k=2;first=random", "random:k=2;first=fisher", "fisher:k=2;first=bottom"])
+def test_first_rejects_other_rules(spec):
+    with pytest.raises(StrategyError, match="first must be 'top'"):
+        strategy_from_string(spec)
+
+
 def test_fisher_ignores_unfrozen_and_breaks_ties_upwards():
     measure, _ = fake_measure(lambda step: {layer(i): (100.0 if i == 5 else 1.0) for i in range(N_LAYERS)})
-    events, _ = run_schedule("fisher:k=1", N_LAYERS, measure=measure)
+    events, _ = run_schedule("fisher:k=1;first=fisher", N_LAYERS, measure=measure)
     # layer 5 first (largest), then ties among the rest go to the highest layer
     assert [b[0] for b in events.values()] == [layer(i) for i in (5, 4, 3, 2, 1, 0)]
 
@@ -133,13 +164,13 @@ def test_fisher_ignores_unfrozen_and_breaks_ties_upwards():
 def test_fisher_rejects_non_finite_traces():
     measure, _ = fake_measure(lambda step: {layer(i): math.nan for i in range(N_LAYERS)})
     with pytest.raises(StrategyError, match="no finite tr"):
-        run_schedule("fisher:k=1", 2, measure=measure)
+        run_schedule("fisher:k=1", 2, measure=measure)  # step 0: top layer; step 1 measures
 
 
 def test_fisher_without_measurement_is_a_clear_error():
     model, blocks = toy()
     with pytest.raises(StrategyError, match="measure"):
-        UnfreezeSchedule(strategy_from_string("fisher:k=2"), blocks).begin(model)
+        UnfreezeSchedule(strategy_from_string("fisher:k=2;first=fisher"), blocks).begin(model)
 
 
 def test_nothing_assumes_twelve_layers():
@@ -165,9 +196,10 @@ ROUND_TRIP = [
     "gradual:k=800",
     "reverse:k=3",
     "permutation:order=5,4,0,1,2,3;k=50",
-    "random:k=50;seed=7",
-    "fisher:k=50;estimator=per_example;n_batches=40;seed=0;mode=eval",
-    "fisher:k=100;estimator=reference;n_batches=10;seed=1;batch_size=8;mode=train",
+    "random:k=50;seed=7;first=top",
+    "random:k=50;seed=7;first=random",
+    "fisher:k=50;estimator=per_example;n_batches=40;seed=0;mode=eval;first=top",
+    "fisher:k=100;estimator=reference;n_batches=10;seed=1;batch_size=8;mode=train;first=fisher",
     "surgical:blocks=layer.4,layer.5",
 ]
 

@@ -38,7 +38,7 @@ def test_cli_train_writes_a_complete_run(tiny_testbed, tmp_path):
     assert run.info["labels"] == {"version": 1, "method": "gradual", "strategy": "gradual:k=3", "seed": 1,
                                   "model": run.info["config"]["resolved"]["model_name"], "task": "testbed",
                                   "task_module": "seq_bn", "regulariser": "none", "regulariser_weight": 0.0,
-                                  "estimator": "per_example"}
+                                  "estimator": "per_example", "fpen": None}
     assert run.info["env"]["transformers"] and run.info["env"]["attn_implementation"]
     n_layers = json.loads((Path(tiny_testbed.base_dir) / "config.json").read_text())["num_hidden_layers"]
     # gradual: the top layer at step 0, then the next one down every 3 steps
@@ -168,8 +168,13 @@ def test_method_and_labels_use_canonical_regulariser_labels(tiny_testbed, tmp_pa
         labels = config(text).labels()
         assert (config(text).method, labels["regulariser"], labels["regulariser_weight"]) == (
             "gradual+fisher_penalty", "fisher_penalty", 0.5)
+        # the note's scale: fisherlab penalises alpha * B * ||g_bar||^2, the note fpen * ||g_bar||^2
+        batch = config(text).training.per_device_train_batch_size
+        assert labels["fpen"] == pytest.approx(0.5 * batch) and batch > 1
+    assert config("fpen:alpha=0.5;scaled=false").labels()["fpen"] == 0.5
     two = config("kl:view=rdrop;weight=2;l2:weight=0.1")
     assert two.method == "gradual+consistency/dropout+l2"
     assert (two.labels()["regulariser"], two.labels()["regulariser_weight"]) == ("consistency/dropout+l2", None)
+    assert two.labels()["fpen"] is None
     with pytest.raises(ConfigError, match=r"regularisers: .*write 'l2:weight=0.1;to=init'"):
         config("l2:weight=0.1,to=init").regulariser_specs()

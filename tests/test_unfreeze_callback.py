@@ -146,7 +146,7 @@ def test_fun_with_the_real_probe_picks_a_lower_layer_with_a_larger_trace(tmp_pat
     with torch.no_grad():  # inflate layer 1's adapter: its tr(F) becomes the largest
         for p in blocks.parameters(model, "layer.1").values():
             p.mul_(8.0)
-    unfreeze = UnfreezeCallback("fisher:k=1;n_batches=2;estimator=per_example", blocks)
+    unfreeze = UnfreezeCallback("fisher:k=1;n_batches=2;estimator=per_example;first=fisher", blocks)
     trainer = Trainer(model=model, args=tiny_args(tmp_path, max_steps=2), train_dataset=tiny_dataset(),
                       callbacks=[unfreeze])
     bind_callbacks(trainer)  # a plain Trainer: bind explicitly

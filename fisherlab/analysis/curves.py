@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fisherlab.analysis.loading import RunSet
+from fisherlab.spec.curve import curve_mask
 
 __all__ = ["trace_curves", "trainable_mask", "centred_moving_average", "scale_01"]
 
@@ -99,14 +100,14 @@ def trace_curves(runset: RunSet, window: int = 5, normalise: bool = True, scale0
     if fisher.empty:
         return pd.DataFrame({c: pd.Series([], dtype=float if c not in ("run_id",) else object)
                              for c in columns})
-    trainable = trainable_mask(runset)
-    include = fisher["layer"].notna().to_numpy() if layers_only else np.ones(len(fisher), dtype=bool)
+    has_layer = fisher["layer"].notna().to_numpy()
+    counted = curve_mask(trainable_mask(runset), has_layer, layers_only)
     frame = pd.DataFrame({
         "run_id": fisher["run_id"], "step": fisher["step"],
-        "value": np.where(trainable & include, fisher["trace"].to_numpy(), 0.0),
-        "counted": (trainable & include).astype(np.int64),
+        "value": np.where(counted, fisher["trace"].to_numpy(), 0.0),
+        "counted": counted.astype(np.int64),
     })
-    if not include.any():
+    if layers_only and not has_layer.any():
         raise ValueError("trace_curves: no block has a layer index; pass layers_only=False")
     grouped = frame.groupby(["run_id", "step"], sort=False, observed=True)
     out = grouped.agg(trace_sum=("value", "sum"), n_trainable=("counted", "sum")).reset_index()

@@ -63,8 +63,9 @@ class FisherProbe:
             ``reference`` reproduces the FUN paper's released code).
         seed: seeds the batch draw and the estimator's label sampling, mixed with the step.
         batch_size: examples per batch; None = the trainer's per-device batch size.
-        mode: ``"eval"`` (dropout off; default: tr(F) of the deterministic model),
-            ``"train"`` (dropout on, as the released code measured), ``"as_is"``.
+        mode: ``"eval"`` (dropout off; default: tr(F) of the deterministic model, as the
+            FUN paper's released code, which calls ``model.eval()`` before measuring),
+            ``"train"`` (dropout on), ``"as_is"``.
         block_names: blocks to measure (all of the BlockMap by default).
     """
 

@@ -21,6 +21,7 @@ from fisherlab.fisher.measurement import FisherMeasurement
 from fisherlab.fisher.probe import FisherProbe
 from fisherlab.hf.binding import _STATE_PREFIX, TrainerBoundCallback
 from fisherlab.hf.precision import record_precision
+from fisherlab.spec.curve import curve_mean
 
 
 def attach_training_data(probe: FisherProbe, train_dataloader: Any, args: Any, who: str) -> None:
@@ -46,7 +47,8 @@ class FisherProbeCallback(TrainerBoundCallback):
 
     Measures at step 0, at every multiple of ``every`` and (``at_end``) after the last
     step; logs ``fisher/<block>`` and ``fisher/mean_trainable`` (mean over the measured
-    blocks that are trainable at that step) through ``Trainer.log`` and writes
+    layer blocks that are trainable at that step, head excluded:
+    :func:`fisherlab.spec.curve.curve_mean`, the report's curve point) through ``Trainer.log`` and writes
     ``writer.log_fisher(rows, step)`` on the main process. Data: its own sampler over
     the trainer's training dataset and collator (see :class:`FisherProbe`); the
     training data order and every RNG stream are left alone.
@@ -154,13 +156,18 @@ class FisherProbeCallback(TrainerBoundCallback):
         self.measured_through = step
         self._save_state(state)
         logs = {f"{self.log_prefix}{name}": value for name, value in result.traces.items()}
-        logs[f"{self.log_prefix}mean_trainable"] = result.mean_over(trainable)
+        names = list(result.traces)
+        logs[f"{self.log_prefix}mean_trainable"] = curve_mean(  # the report's curve point (one definition)
+            [result.traces[n] for n in names], [n in trainable for n in names],
+            [self.blocks[n].layer is not None for n in names])
         for language in self.languages:
             measured = self.probe.measure_language(model, self.blocks, step, language)
             self.language_history[language].append(measured)
             rows += [{**row, "language": language} for row in measured.to_records(trainable, with_estimator=True)]
             logs.update({f"{self.log_prefix}{language}/{name}": v for name, v in measured.traces.items()})
-            logs[f"{self.log_prefix}{language}/mean_trainable"] = measured.mean_over(trainable)
+            logs[f"{self.log_prefix}{language}/mean_trainable"] = curve_mean(
+                [measured.traces[n] for n in names], [n in trainable for n in names],
+                [self.blocks[n].layer is not None for n in names])
         if self.writer is not None and state.is_world_process_zero:
             self.writer.log_fisher(rows, step)
         self._log(logs)

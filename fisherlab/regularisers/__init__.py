@@ -31,6 +31,7 @@ _EXPORTS = {
     "VIEWS": ".consistency",
     "factor_divergence": ".consistency",
     "row_kl": ".consistency",
+    "MultiViewSubword": ".mvr",
     "regularised_loss": ".loss",
     "regulariser_from_string": ".strings",
     "regularisers_from_strings": ".strings",

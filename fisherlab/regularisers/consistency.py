@@ -140,7 +140,17 @@ class Consistency:
                  **_: Any) -> Tensor:
         """The weighted divergence. ``outputs``: the clean forward on ``batch`` (its own forward
         when None); ``view_outputs``/``view_rows``: the view's rows of a fused forward."""
-        size = batch_size(batch)
+        kind, clean, view = self.factors(model, batch, outputs, step=step, rng=rng, view_outputs=view_outputs,
+                                         view_rows=view_rows)
+        value = factor_divergence(clean, view, batch_size(batch), divergence=self.divergence,
+                                  stop_grad=self.stop_grad, reduction=self.reduction)
+        return self.weight * value
+
+    def factors(self, model: torch.nn.Module, batch: Mapping[str, Any], outputs: Any = None, *, step: int = 0,
+                rng: RNGSnapshot | None = None, view_outputs: Any = None,
+                view_rows: ViewRows | None = None) -> tuple[OutputKind, list[Categorical], list[Categorical]]:
+        """``(output kind, clean factors, view factors)``: the two predictive distributions,
+        row-matched (running the clean and/or view forward when not given)."""
         inner = unwrap_model(model)
         if isinstance(self.view, ParameterNoise):
             if outputs is None or rng is None:
@@ -157,9 +167,7 @@ class Consistency:
         else:
             clean = kind.factors(outputs, batch)
             view = kind.factors(view_outputs, batch)
-        value = factor_divergence(clean, view, size, divergence=self.divergence, stop_grad=self.stop_grad,
-                                  reduction=self.reduction)
-        return self.weight * value
+        return kind, list(clean), list(view)
 
     def _aligned_factors(self, kind: OutputKind, outputs: Any, view_outputs: Any,
                          rows: ViewRows) -> tuple[list[Categorical], list[Categorical]]:

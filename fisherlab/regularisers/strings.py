@@ -25,6 +25,7 @@ from fisherlab.spec.regularisers import (
     ConsistencySpec,
     FisherPenaltySpec,
     L2Spec,
+    MVRSpec,
     RegulariserSpec,
     regulariser_spec,
 )
@@ -39,6 +40,13 @@ def regulariser_from_spec(spec: RegulariserSpec, *, tokenizer: Any = None) -> Te
         return FisherPenalty(**spec.term_kwargs())
     if isinstance(spec, L2Spec):
         return L2(**spec.term_kwargs())
+    if isinstance(spec, MVRSpec):
+        if tokenizer is None:
+            raise RegulariserError(f"regulariser {spec.to_string()!r}: mvr needs the tokenizer "
+                                   "(pass tokenizer=..., or give the Trainer a processing_class)")
+        from fisherlab.regularisers.mvr import MultiViewSubword
+
+        return MultiViewSubword(Resegment(tokenizer, **spec.view_kwargs()), **spec.term_kwargs())
     if isinstance(spec, ConsistencySpec):
         if spec.view == "resegment":
             if tokenizer is None:

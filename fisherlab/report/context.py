@@ -158,12 +158,9 @@ def _features(ctx: _Context) -> pd.DataFrame:
 
 
 def _final_trace(ctx: _Context) -> pd.DataFrame:
-    """``run_id, final_trace``: tr(F) summed over the trainable layer blocks (head excluded) at each run's last probe."""
-    curves = _curves(ctx)
-    ok = curves.loc[np.isfinite(pd.to_numeric(curves["trace_sum"], errors="coerce").to_numpy(dtype=float))]
-    if ok.empty:
-        return pd.DataFrame(columns=["run_id", "final_trace", "final_step"])
-    last = ok.sort_values(["run_id", "step"], kind="stable").groupby("run_id", sort=True).tail(1)
-    return last.rename(columns={"trace_sum": "final_trace", "step": "final_step"})[
-        ["run_id", "final_trace", "final_step"]]
+    """``run_id, final_trace, final_step, trace_scope``: tr(F) summed over the trainable layer
+    blocks (head excluded) at each run's last probe; fully fine-tuned runs: the whole model's
+    (:func:`fisherlab.analysis.final.final_traces`)."""
+    from fisherlab.analysis.final import final_traces
 
+    return final_traces(ctx.runset, layer_curves=_curves(ctx), window=ctx.options.window)

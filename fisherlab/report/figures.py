@@ -71,13 +71,16 @@ def _fig_trace_validation(ctx: _Context) -> Drawn:
             notes.append(f"validation metrics {found} found; drawn: {metric!r} (choose with validation_metric)")
     elif metric not in found:
         raise SkipFigure(f"validation metric {metric!r} not found; split {split!r} has {found}")
-    values = with_result[["run_id", "xling_avg", "model", "task", "estimator", "method"]].rename(
-        columns={"xling_avg": "value"})
+    from fisherlab.analysis.figure4 import figure4_values
+
+    values, picked = figure4_values(with_result)  # the permutation study; QA: mean of MLQA and XQuAD
+    notes.extend(picked)
     for column in ("model", "task", "estimator"):
         values[column] = values[column].astype(object).where(values[column].notna(), "(unknown)").astype(str)
     groups = group_runs(values, delta=ctx.options.delta, by=["model", "task", "estimator"])
     ctx.add_table("groups", groups, f"Groups of runs within {ctx.options.delta:g} point(s) of the best "
-                  "ungrouped run (FUN footnote 10), per model, task and estimator.",
+                  "ungrouped run (FUN footnote 10), per model, task and estimator; the permutation "
+                  "and top-down runs (Figure 4), QA valued by the mean of MLQA and XQuAD.",
                   "runs; value = the run's cross-lingual average")
     fig = plot_trace_validation(curves, metrics, groups, value="trace_scaled", metric=metric, split=split,
                                 panel=("model", "task", "estimator", "group"), result_label="cross-lingual avg.",
@@ -245,7 +248,8 @@ def _fig_regulariser(ctx: _Context) -> Drawn:
                                  estimator_policy=ctx.options.estimator_policy,
                                  n_boot=min(ctx.options.n_boot, 1000), seed=ctx.options.seed,
                                  palette=ctx.palette, method=ctx.options.correlation)
-    return Drawn(fig, f"tr(F) summed over the trainable layer blocks at each run's last probe step against the "
+    return Drawn(fig, f"tr(F) summed over the trainable layer blocks (fully fine-tuned runs: the whole model, "
+                      f"embeddings and head included) at each run's last probe step against the "
                       f"source-language result; marker and colour = regulariser ({kind_col}), label = "
                       f"weight ({weight_col or 'not found'}); least-squares line with a 95% bootstrap band; "
                       f"{ctx.options.correlation} r with a bootstrap CI and a permutation p-value in the title.",

@@ -8,6 +8,7 @@ spec into a term object (``fisherlab.regularisers.strings.regulariser_from_spec`
     consistency:view=embedding_noise;eps=1e-4;dist=normal   (r3f, embedding)
     consistency:view=parameter_noise;sigma=0.01             (parameter)
     consistency:view=resegment;dropout=0.1                  (subword, mvr)
+    mvr:weight=1.0;temperature=1.0                          (multi-view subword regularisation, the full objective)
     l2:weight=0.01;to=init
 
 Several regularisers: a list, or one string with ``;`` where each new ``name:`` starts a
@@ -25,8 +26,8 @@ from fisherlab.spec.grammar import SpecError, split_specs
 from fisherlab.spec.registry import Spec, SpecRegistry
 
 __all__ = ["CONSISTENCY_VIEWS", "DIVERGENCES", "EMBEDDING_DISTS", "L2_TARGETS", "PENALTY_METHODS",
-           "REDUCTIONS", "REGULARISERS", "TASK_AT", "ConsistencySpec", "FisherPenaltySpec", "L2Spec",
-           "RegulariserSpec", "RegulariserSpecError", "describe_regularisers", "parse_regularisers",
+           "REDUCTIONS", "REGULARISERS", "TASK_AT", "ConsistencySpec", "FisherPenaltySpec", "L2Spec", "MVRSpec",
+           "RegulariserSpec", "RegulariserSpecError", "describe_regularisers", "note_penalty_weight", "parse_regularisers",
            "regulariser_family", "regulariser_spec"]
 
 PENALTY_METHODS = ("finite_difference", "double_backprop")
@@ -76,6 +77,14 @@ class FisherPenaltySpec(RegulariserSpec):
     @property
     def weight(self) -> float:
         return float(self.alpha)
+
+    def note_weight(self, batch_size: int) -> float:
+        """The weight on Stickland & Murray's scale (``fpen``, a weight on ``||g_bar||^2``):
+        ``alpha * B`` when ``scaled`` (fisherlab penalises ``alpha * B * ||g_bar||^2``, B the
+        per-device batch size), else ``alpha``."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise RegulariserSpecError(f"fisher_penalty: batch size must be a positive integer, got {batch_size!r}")
+        return float(self.alpha) * (batch_size if self.scaled else 1)
 
 
 @dataclass
@@ -135,10 +144,45 @@ class ConsistencySpec(RegulariserSpec):
         return {k: v for k, v in self.params().items() if v is not None and k not in own}
 
 
+@dataclass
+class MVRSpec(RegulariserSpec):
+    """Multi-view subword regularisation (Wang et al., 2021; ``fisherlab.regularisers.mvr``):
+    ``1/2 CE(det) + 1/2 CE(sampled) + weight * KL(p_det/T || p_sampled/T)``, no stop-gradient.
+
+    ``weight`` is lambda, ``temperature`` T, ``ce_share`` the sampled view's share of the
+    cross-entropy (1/2); ``dropout``/``alpha``/``seed``/``max_length`` configure the sampled
+    segmentation (the ``resegment`` view's keys and defaults).
+    """
+
+    weight: float = 1.0
+    temperature: float = 1.0
+    ce_share: float = 0.5
+    output: str | None = None
+    dropout: float | None = None
+    alpha: float | None = None
+    seed: int | None = None
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise RegulariserSpecError(f"mvr: temperature must be > 0, got {self.temperature!r}")
+        if not 0.0 <= self.ce_share <= 1.0:
+            raise RegulariserSpecError(f"mvr: ce_share must lie in [0, 1], got {self.ce_share!r}")
+
+    def view_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the sampled-segmentation view (``Resegment``)."""
+        return {k: getattr(self, k) for k in CONSISTENCY_VIEWS["resegment"] if getattr(self, k) is not None}
+
+    def term_kwargs(self) -> dict[str, Any]:
+        own = set(CONSISTENCY_VIEWS["resegment"])
+        return {k: v for k, v in self.params().items() if v is not None and k not in own}
+
+
 REGULARISERS = SpecRegistry("regulariser", RegulariserSpec, RegulariserSpecError)
 REGULARISERS.register("fisher_penalty", aliases=("fisher", "fpen"))(FisherPenaltySpec)
 REGULARISERS.register("consistency", aliases=("kl",))(ConsistencySpec)
 REGULARISERS.register("l2")(L2Spec)
+REGULARISERS.register("mvr")(MVRSpec)
 
 
 def regulariser_spec(spec: str | Mapping[str, Any] | RegulariserSpec) -> RegulariserSpec:
@@ -156,6 +200,13 @@ def regulariser_family(label: str) -> str | None:
     ``fpen`` -> ``fisher_penalty``); None for labels of no registered kind (e.g. ``none``)."""
     head = str(label).strip().split("/", 1)[0].split(":", 1)[0]
     return REGULARISERS.canonical(head)
+
+
+def note_penalty_weight(specs: Iterable[RegulariserSpec], batch_size: int) -> float | None:
+    """``fpen`` of a run: the single Fisher penalty's weight on the note's scale
+    (:meth:`FisherPenaltySpec.note_weight`); None without exactly one Fisher penalty."""
+    penalties = [s for s in specs if isinstance(s, FisherPenaltySpec)]
+    return penalties[0].note_weight(batch_size) if len(penalties) == 1 else None
 
 
 def describe_regularisers(specs: Iterable[RegulariserSpec]) -> dict[str, Any]:

@@ -138,6 +138,26 @@ def _top_down(state: SelectionState) -> list[str]:
     return sorted(state.frozen, key=lambda b: state.blocks[b].layer, reverse=True)
 
 
+FIRST_TOP = "top"
+"""``first=top``: the first decision (step 0) unfreezes the top layer, as the FUN paper's
+released code, its permutation schedules (footnote 9) and its ``+Rand`` do."""
+
+
+def _check_first(strategy: Strategy, own: str) -> None:
+    first = getattr(strategy, "first", FIRST_TOP)
+    if first not in (FIRST_TOP, own):
+        raise StrategyError(f"{strategy.name or type(strategy).__name__}: first must be {FIRST_TOP!r} "
+                            f"(the top layer at step 0, the FUN paper's default) or {own!r} "
+                            f"(the strategy's own rule from step 0), got {first!r}")
+
+
+def _top_first(strategy: Strategy, state: SelectionState) -> list[str] | None:
+    """The top frozen layer at the first decision when ``first=top``, else None (use the rule)."""
+    if getattr(strategy, "first", None) == FIRST_TOP and state.decision == 0 and state.frozen:
+        return _top_down(state)[:1]
+    return None
+
+
 @dataclass
 class Standard(Strategy):
     """Every task block trainable from step 0 (standard adapter training)."""
@@ -226,6 +246,8 @@ class Permutation(Strategy):
 class Random(Strategy):
     """+Rand: the next block drawn uniformly from the frozen ones, every k steps.
 
+    ``first=top`` (default) unfreezes the top layer at step 0 and draws from step k on,
+    as the FUN paper's released ``+Rand``; ``first=random`` draws at step 0 too.
     Each draw uses ``numpy.random.default_rng([seed, step])``: the schedule is a
     function of (seed, step, frozen set), so it is identical on every DDP rank and
     after resuming, with no generator state to carry.
@@ -233,10 +255,18 @@ class Random(Strategy):
 
     k: int = 800
     seed: int = 0
+    first: str = FIRST_TOP
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_first(self, "random")
 
     def select(self, state: SelectionState) -> list[str]:
         if not state.frozen:
             return []
+        top = _top_first(self, state)
+        if top is not None:
+            return top
         rng = np.random.default_rng([int(self.seed), int(state.step)])
         return [state.frozen[int(rng.integers(len(state.frozen)))]]
 
@@ -255,6 +285,10 @@ class Fisher(Strategy):
     ``data=target;languages=sw,th`` (an extension beyond the paper, docs/unfreezing.md):
     score each block by its tr(F) averaged over the listed languages' unlabelled inputs
     instead of the training data's.
+    ``first=top`` (default) unfreezes the top layer at step 0 without measuring and uses
+    tr(F) from step k on, as the released code does (at step 0 the task modules are
+    untrained and their traces are orders of magnitude below those a few steps later);
+    ``first=fisher`` picks by tr(F) at step 0 too (fisherlab's behaviour before issue 11).
     """
 
     needs_measurement: ClassVar[bool] = True
@@ -267,6 +301,7 @@ class Fisher(Strategy):
     mode: str = "eval"
     data: str | None = None  # None/"source": the training data; "target": ``languages``' inputs
     languages: tuple[str, ...] | None = None
+    first: str = FIRST_TOP
     probe: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -278,6 +313,7 @@ class Fisher(Strategy):
         if (self.data == "target") != bool(self.languages):
             raise StrategyError("fisher: data=target needs languages=<comma-separated languages> "
                                 f"and languages needs data=target (got data={self.data!r}, languages={self.languages!r})")
+        _check_first(self, "fisher")
         if self.probe is not None:
             self.estimator = self.probe.estimator
             self.n_batches = self.probe.n_batches
@@ -305,6 +341,9 @@ class Fisher(Strategy):
     def select(self, state: SelectionState) -> list[str]:
         if not state.frozen:
             return []
+        top = _top_first(self, state)
+        if top is not None:  # no measurement at step 0: the task modules are still untrained
+            return top
         if state.measure is None:
             raise StrategyError("fisher: no measurement available (the strategy needs a FisherProbe attached "
                                 "to training data; use UnfreezeCallback or UnfreezeSchedule(measure=...))")

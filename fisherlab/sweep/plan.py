@@ -98,10 +98,15 @@ def _task_base(config: Any) -> str:
 def count_layers(config: Any) -> int:
     """``num_hidden_layers`` of the base model ``config`` would build, without building it.
 
-    Reads ``config.json`` of a local model directory, else ``AutoConfig.from_pretrained``
-    (hub names; needs the hub or its cache)."""
+    Reads ``config.json`` of a local model directory, else the table of the papers' base
+    models (:data:`fisherlab.presets.models.PAPER_BASE_MODELS`, no hub access), else
+    ``AutoConfig.from_pretrained`` (other hub names; needs the hub or its cache)."""
+    from fisherlab.presets.models import known_layer_count
+
     base = _task_base(config)
     local = Path(base).expanduser()
+    if not local.is_dir() and known_layer_count(base) is not None:
+        return int(known_layer_count(base))
     if local.is_dir():
         path = local / "config.json"
         try:
@@ -135,7 +140,9 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
 def plan_sweep(config_file: str | Path | None = None, args: Sequence[str] = (), *,
                methods: Sequence[str] = DEFAULT_METHODS, seeds: Sequence[int] = (0,), permutations: int = 0,
                permutation_seed: int = 0, k: int | None = None, out: str | Path = "runs",
-               overrides: Mapping[str, Any] | None = None) -> list[PlannedRun]:
+               overrides: Mapping[str, Any] | None = None,
+               method_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+               n_layers: int | None = None) -> list[PlannedRun]:
     """The runs of ``methods`` x ``seeds`` (+ ``permutations`` sampled schedules x ``seeds``).
 
     ``config_file``/``args`` are the base config of every run (as ``fisherlab train`` takes
@@ -146,8 +153,12 @@ def plan_sweep(config_file: str | Path | None = None, args: Sequence[str] = (), 
     config's strategy. ``permutations=N`` adds N distinct orders from the paper's sampler
     (top layer first, the next from {L-2, L-3}; seeded by ``permutation_seed``; method
     ``permutation``) plus the top-down order (method ``top_down``) when ``gradual`` is not
-    among the methods. Every run's config is parsed and checked here: a ConfigError names
-    the field before anything runs.
+    among the methods. ``method_overrides`` maps a method label (``fisher``, ``permutation``,
+    ...) to its own ``k`` and config fields (e.g. the FUN paper's Table 3: LPFT k=25, GU
+    k=800, FUN k=50; a smaller learning rate and more epochs for scheduled COPA runs);
+    they win over the base config and ``k``. ``n_layers`` gives the base model's layer
+    count for the permutation sampler (default: :func:`count_layers`). Every run's config
+    is parsed and checked here: a ConfigError names the field before anything runs.
     """
     from fisherlab.config import parse_config, resolve_task, validate_static
     from fisherlab.spec.schedules import sample_permutation_schedules, top_down_order
@@ -174,21 +185,25 @@ def plan_sweep(config_file: str | Path | None = None, args: Sequence[str] = (), 
     probe_batches = base.probe.probe_batches
     if k is None:
         k = _explicit_k(base.schedule.strategy)
+    labels = [*methods, *([PERMUTATION] if permutations else []),
+              *([TOP_DOWN] if permutations and "gradual" not in methods else [])]
+    per_method = _check_method_overrides(method_overrides or {}, labels)
     schedules: list[tuple[str, str, tuple[int, ...] | None]] = []  # (name stem, method, order)
     for method in methods:
         try:
             needs_k = get_method(method).uses_k
         except SpecError as err:
             raise ConfigError(f"methods: {err}") from None
-        if needs_k and k is None:
+        if needs_k and per_method.get(method, {}).get("k", k) is None:
             raise ConfigError(f"k: method {method!r} needs an unfreezing interval; pass --k or put k= in the "
                               f"base config's strategy (now {base.schedule.strategy!r})")
         schedules.append((method, method, None))
     if permutations:
-        if k is None:
+        if any(per_method.get(label, {}).get("k", k) is None for label in labels if label in (PERMUTATION, TOP_DOWN)):
             raise ConfigError("k: permutation schedules need an unfreezing interval; pass --k or put k= in the "
                               f"base config's strategy (now {base.schedule.strategy!r})")
-        n_layers = count_layers(base)
+        if n_layers is None:
+            n_layers = count_layers(base)
         try:
             orders = sample_permutation_schedules(n_layers, permutations, seed=permutation_seed)
         except ValueError as err:
@@ -201,7 +216,8 @@ def plan_sweep(config_file: str | Path | None = None, args: Sequence[str] = (), 
     plan: list[PlannedRun] = []
     for stem, method, order in schedules:
         for seed in seeds:
-            strategy = METHODS[method].strategy_string(k, seed, probe_batches, order)
+            own = dict(per_method.get(method, {}))
+            strategy = METHODS[method].strategy_string(own.pop("k", k), seed, probe_batches, order)
             try:
                 strategy_from_string(strategy)
             except SpecError as err:
@@ -210,7 +226,7 @@ def plan_sweep(config_file: str | Path | None = None, args: Sequence[str] = (), 
             run_dir = out / name
             overrides = {"run_dir": str(run_dir), "output_dir": str(run_dir / "checkpoints"), "seed": seed,
                          "strategy": strategy, "method": method, "resume": False, "overwrite": False}
-            overrides = {**base_overrides, **overrides}
+            overrides = {**base_overrides, **own, **overrides}
             run = PlannedRun(name=name, run_dir=run_dir, strategy=strategy, method=method, seed=seed,
                              sweep_dir=out, config_file=config_file, args=args, overrides=overrides, order=order)
             config = parse_config(config_file, args, overrides)
@@ -221,6 +237,28 @@ def plan_sweep(config_file: str | Path | None = None, args: Sequence[str] = (), 
     if len(set(dirs)) != len(dirs):  # cannot happen with distinct names; guards future naming changes
         raise ConfigError(f"run_dir: the sweep would write two runs into one directory ({dirs})")
     return plan
+
+
+def _check_method_overrides(method_overrides: Mapping[str, Mapping[str, Any]],
+                            labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Validate per-method overrides: known, planned method labels; no per-run fields; a positive k."""
+    out: dict[str, dict[str, Any]] = {}
+    for method, fields in method_overrides.items():
+        if method not in METHODS:
+            raise ConfigError(f"method_overrides: unknown method {method!r}; known: {', '.join(METHODS)}")
+        if method not in labels:
+            raise ConfigError(f"method_overrides: method {method!r} is not planned (planned: {', '.join(labels)})")
+        if not isinstance(fields, Mapping):
+            raise ConfigError(f"method_overrides.{method}: expected a mapping of field: value, got {fields!r}")
+        fields = dict(fields)
+        bad = [key for key in fields if key in _PER_RUN]
+        if bad:
+            raise ConfigError(f"method_overrides.{method}: {bad} are set per run by the sweep")
+        k = fields.get("k")
+        if "k" in fields and (isinstance(k, bool) or not isinstance(k, int) or k <= 0):
+            raise ConfigError(f"method_overrides.{method}.k: must be a positive integer, got {k!r}")
+        out[method] = fields
+    return out
 
 
 def _check_per_run_fields(run: PlannedRun, config: Any) -> None:
