@@ -57,7 +57,8 @@ def run(spec: str):
 
 
 def test_target_variant_picks_largest_mean_target_trace():
-    order, schedule, calls = run("fisher:k=1;data=target;languages=sw,th")
+    # first=fisher: every pick, the first included, by the traces (the default first=top fixes layer 4 first)
+    order, schedule, calls = run("fisher:k=1;data=target;languages=sw,th;first=fisher")
     assert order == [layer(i) for i in MEAN_ORDER]
     assert all(c[1] == ("sw", "th") for c in calls) and len(calls) == N_LAYERS
     mean = {b: (TARGET["sw"][b] + TARGET["th"][b]) / 2 for b in SOURCE}
@@ -65,10 +66,10 @@ def test_target_variant_picks_largest_mean_target_trace():
 
 
 def test_source_variant_unchanged_and_single_language():
-    assert run("fisher:k=1")[0] == [layer(i) for i in range(N_LAYERS)]
-    assert run("fisher:k=1;data=source")[0] == [layer(i) for i in range(N_LAYERS)]
+    assert run("fisher:k=1;first=fisher")[0] == [layer(i) for i in range(N_LAYERS)]
+    assert run("fisher:k=1;data=source;first=fisher")[0] == [layer(i) for i in range(N_LAYERS)]
     th_order = sorted(range(N_LAYERS), key=lambda i: (-TARGET["th"][layer(i)], -i))
-    assert run("fisher:k=1;data=target;languages=th")[0] == [layer(i) for i in th_order]
+    assert run("fisher:k=1;data=target;languages=th;first=fisher")[0] == [layer(i) for i in th_order]
 
 
 def test_target_variant_string_label_and_errors():
