@@ -400,16 +400,15 @@ def resolve_task(config: RunConfig) -> tuple[Any, dict[str, Any]]:
 
     ``train.prepare_run`` and the sweep's plan (also ``--dry-run``) both call it, so a plan
     that is accepted is one the runs accept."""
-    import os
 
     task = load_task(config)
     defaults = dict(task.model_defaults() or {})
     base = config.model.base or defaults.get("base")
     if base is None:
         raise ConfigError(f"base: required for task {config.task.task!r} (it brings no default base model)")
-    if isinstance(base, (str, Path)) and (str(base).startswith(("/", ".", "~")) or os.sep in str(base)) \
+    if isinstance(base, (str, Path)) and str(base).startswith(("/", ".", "~")) \
             and not Path(str(base)).expanduser().exists():
-        raise ConfigError(f"base: model path {str(base)!r} does not exist")
+        raise ConfigError(f"base: model path {str(base)!r} does not exist (hub ids are written org/name or name)")
     lang_adapters = resolve_lang_adapters(config, defaults)
     source = config.task.source_language or defaults.get("source_language") or task.source_language
     if config.task.languages:

@@ -168,7 +168,10 @@ def test_every_paper_config_plans_offline(tmp_path, monkeypatch):
 
     for name in ("AutoConfig", "AutoModel", "AutoTokenizer", "AutoModelForSequenceClassification"):
         monkeypatch.setattr(getattr(transformers, name), "from_pretrained", no_hub)
-    monkeypatch.setenv("FISHERLAB_DATA", str(tmp_path / "no-data-here"))
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)  # no data present: nothing may be read
+    monkeypatch.delenv("FISHERLAB_DATA", raising=False)
     configs = _paper_configs()
     assert len(configs) >= 46 + 15
     tables = set()

@@ -157,7 +157,7 @@ def test_trainer_bf16_probe_and_fun_measure_under_autocast(tmp_path):
     FUN scores are the bf16-autocast measurements (equal to trace_fisher under an explicit
     autocast on the same weights and batches), recorded as such in fisher.jsonl and run.json."""
     writer = RunWriter.create(tmp_path / "run", config={}, env={"mixed_precision": "bf16"})
-    unfreeze = UnfreezeCallback("fisher:k=2;n_batches=2;estimator=exact;batch_size=4", "task", writer=writer)
+    unfreeze = UnfreezeCallback("fisher:k=2;n_batches=2;estimator=exact;batch_size=4;first=fisher", "task", writer=writer)
     probe_cb = FisherProbeCallback(every=2, probe=unfreeze.probe, blocks="task", writer=writer)
     trainer = _trainer(tmp_path, [unfreeze, probe_cb], bf16=True, max_steps=3)
     assert trainer_precision(trainer, trainer.model)["precision"] == "bf16-autocast"

@@ -14,7 +14,7 @@ def test_train_probes_target_languages_and_fun_target_decides(tiny_testbed, tmp_
     targets = [lang for lang in tiny_testbed.languages if lang != tiny_testbed.source_language]
     chosen = targets[:2]
     run_dir = tmp_path / "ft"
-    strategy = f"fisher:k=3;n_batches=2;data=target;languages={','.join(chosen)}"
+    strategy = f"fisher:k=3;n_batches=2;data=target;languages={','.join(chosen)};first=fisher"
     config = parse_config(None, _flags(tiny_testbed, run_dir, "--strategy", strategy, "--probe_languages", "all",
                                        "--probe_language_examples", "8", "--probe_language_split", "validation"))
     run_training(config)
