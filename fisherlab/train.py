@@ -33,11 +33,10 @@ from fisherlab.config import (  # noqa: F401  (re-exported: fisherlab.train's pu
     load_task,
     parse_config,
     parse_lang_adapters,
-    resolve_lang_adapters,
-    resolve_task,
     split_regularisers,
     validate_static,
 )
+from fisherlab.config_resolve import resolve_lang_adapters, resolve_task  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 

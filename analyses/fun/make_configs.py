@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fisherlab.sweep.generated import run_generator
+
 HERE = Path(__file__).resolve().parent
 MODELS = ("mbert", "xlmr")
 TASKS = ("mlqa", "xquad", "xcopa", "xnli")
@@ -59,11 +61,7 @@ def configs() -> dict[str, str]:
 
 
 def main() -> None:
-    for rel, text in configs().items():
-        path = HERE / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    print(f"wrote {len(configs())} sweep files under {HERE / 'configs'}")
+    run_generator(HERE, configs())
 
 
 if __name__ == "__main__":

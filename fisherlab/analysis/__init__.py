@@ -11,11 +11,11 @@ from fisherlab.analysis.features import FEATURES, curve_features, features_wide,
 from fisherlab.analysis.grouping import group_runs
 from fisherlab.analysis.loading import (
     NoRunsError,
-    RunSet,
     flatten_config,
     load_runs,
     parse_strategy,
 )
+from fisherlab.analysis.runset import RunSet
 from fisherlab.analysis.schedules import (
     count_permutation_schedules,
     mean_unfreeze_position,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fisherlab.analysis.loading import RunSet
+from fisherlab.analysis.runset import RunSet
 from fisherlab.spec.curve import curve_mask
 
 __all__ = ["trace_curves", "trainable_mask", "centred_moving_average", "scale_01"]

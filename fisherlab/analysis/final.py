@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fisherlab.analysis.curves import trace_curves
-from fisherlab.analysis.loading import RunSet
+from fisherlab.analysis.runset import RunSet
 
 __all__ = ["WHOLE_MODEL_MODULES", "final_traces"]
 

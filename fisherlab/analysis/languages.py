@@ -28,7 +28,8 @@ import pandas as pd
 
 from fisherlab.analysis.curves import trace_curves
 from fisherlab.analysis.features import FEATURES, curve_features
-from fisherlab.analysis.loading import FISHER_COLUMNS, RunSet
+from fisherlab.analysis.loading import FISHER_COLUMNS
+from fisherlab.analysis.runset import RunSet
 from fisherlab.analysis.stats import (
     CORRELATION_METHODS,
     benjamini_hochberg,

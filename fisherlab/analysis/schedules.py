@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
 
-from fisherlab.analysis.loading import RunSet
+from fisherlab.analysis.runset import RunSet
 from fisherlab.spec.schedules import count_permutation_schedules, sample_permutation_schedules
 
 __all__ = ["sample_permutation_schedules", "count_permutation_schedules", "unfreezing_orders",

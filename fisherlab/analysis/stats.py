@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from fisherlab.analysis.loading import RunSet
+from fisherlab.analysis.runset import RunSet
 
 __all__ = ["correlate", "correlation_grid", "compare_methods", "holm", "benjamini_hochberg",
            "correlation_batch", "resample_ranks", "CORRELATION_METHODS"]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from fisherlab.analysis.loading import RunSet
+from fisherlab.analysis.runset import RunSet
 
 __all__ = ["result_table", "language_table"]
 

@@ -10,9 +10,14 @@ has no target-language rows.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from fisherlab.report.context import Drawn, SkipFigure, _Context
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The curve feature the relations use (one of ``fisherlab.analysis.FEATURES``).
 LANGUAGE_FEATURE = "peak_value"
@@ -56,6 +61,13 @@ def _language_tables(ctx: _Context) -> None:
         "runs and a permutation p (results shuffled among a run's languages).", "runs")
 
 
+def _language_table(ctx: _Context, name: str) -> pd.DataFrame:
+    """The language table ``name``, computing the language tables first
+    (SkipFigure without target-language rows)."""
+    _language_tables(ctx)
+    return ctx.tables[name]
+
+
 def _fig_language_trace(ctx: _Context) -> Drawn:
     from fisherlab.analysis.languages import language_curves
     from fisherlab.plots import plot_trace_curves
@@ -75,8 +87,7 @@ def _fig_language_relation(ctx: _Context) -> Drawn:
     from fisherlab.analysis.languages import language_results
     from fisherlab.plots import plot_feature_vs_result
 
-    _language_tables(ctx)
-    feats = ctx.tables["language_features"]
+    feats = _language_table(ctx, "language_features")
     points = feats.loc[feats["feature"] == LANGUAGE_FEATURE].merge(
         language_results(ctx.runset, ctx.options.metric), on=["run_id", "language"]).merge(
         ctx.meta[["run_id", "method"]], on="run_id")
@@ -98,8 +109,7 @@ def _fig_language_relation(ctx: _Context) -> Drawn:
 def _fig_language_ranking(ctx: _Context) -> Drawn:
     from fisherlab.plots.languages import plot_language_ranking
 
-    _language_tables(ctx)
-    per_run = ctx.tables["language_ranking"]
+    per_run = _language_table(ctx, "language_ranking")
     if not np.isfinite(per_run["r"].to_numpy(dtype=float)).any():
         raise SkipFigure("no run has 3 or more target languages with tr(F) curves and results")
     fig = plot_language_ranking(per_run, ctx.tables["language_ranking_summary"], hue="run_method",

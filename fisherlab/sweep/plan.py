@@ -160,7 +160,8 @@ def plan_sweep(config_file: str | Path | None = None, args: Sequence[str] = (), 
     count for the permutation sampler (default: :func:`count_layers`). Every run's config
     is parsed and checked here: a ConfigError names the field before anything runs.
     """
-    from fisherlab.config import parse_config, resolve_task, validate_static
+    from fisherlab.config import parse_config, validate_static
+    from fisherlab.config_resolve import resolve_task
     from fisherlab.spec.schedules import sample_permutation_schedules, top_down_order
     from fisherlab.spec.strategies import strategy_from_string
 
