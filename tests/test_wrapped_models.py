@@ -153,7 +153,12 @@ def test_adapters_head_loss_is_averaged_over_accumulation_steps(tmp_path, accumu
 
     whole = trained(per_device_train_batch_size=8)  # the SGD update of one step on 8 examples
     halves = trained(per_device_train_batch_size=4, gradient_accumulation_steps=2)
-    for name, update in whole.items():
-        assert update.abs().max() > 0, name
-        # equal up to summation order (the bug made it exactly twice as large)
-        assert torch.allclose(halves[name], update, rtol=1e-3, atol=1e-3 * update.abs().max().item()), name
+    # Tensors whose update is far above float32 rounding of the weights (the zero-initialised
+    # adapter up-projection leaves the down-projection's first update at ~1e-7): the update of
+    # 4 x 2 accumulation equals batch 8's up to summation order; the bug made it twice as large.
+    compared = [name for name, update in whole.items() if update.abs().max() > 1e-4]
+    assert compared
+    for name in compared:
+        ratio = (halves[name].norm() / whole[name].norm()).item()
+        assert ratio == pytest.approx(1.0, abs=1e-3), (name, ratio)
+        assert torch.allclose(halves[name], whole[name], rtol=1e-2, atol=1e-6), name
