@@ -256,8 +256,14 @@ def test_surgical_unknown_block_is_rejected():
         UnfreezeSchedule(strategy_from_string("surgical:blocks=layer.9"), blocks)
 
 
-def test_register_custom_strategy():
+def test_register_custom_strategy(monkeypatch):
     from dataclasses import dataclass
+
+    from fisherlab.spec.strategies import STRATEGIES
+
+    # register into copies that are put back afterwards: the registry is process-global
+    monkeypatch.setattr(STRATEGIES, "_classes", dict(STRATEGIES._classes))
+    monkeypatch.setattr(STRATEGIES, "_aliases", dict(STRATEGIES._aliases))
 
     @register_strategy("every_other_test")
     @dataclass
