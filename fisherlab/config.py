@@ -305,7 +305,7 @@ def probe_language_list(config: RunConfig) -> list[str] | None:
 
 def _validate_probe_languages(config: RunConfig) -> None:
     """probe_language_split/examples are valid; languages need probe steps and a label-free estimator."""
-    from fisherlab.fisher.language_sets import LABEL_FREE_ESTIMATORS
+    from fisherlab.spec.estimators import LABEL_FREE_ESTIMATORS
 
     if config.probe.probe_language_split not in ("test", "validation"):
         raise ConfigError(f"probe_language_split: {config.probe.probe_language_split!r}; expected test or validation")

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
+from fisherlab.spec.estimators import (
+    LABEL_FREE_ESTIMATORS,  # re-exported: one list of estimator names
+)
 from fisherlab.torch_utils import LABEL_KEYS, mix_seed
-
-LABEL_FREE_ESTIMATORS = ("per_example", "exact", "batch", "reference")
-"""Estimators that need no data labels (``empirical`` uses them, so it cannot measure a target set)."""
 
 
 def language_seed(seed: int, language: str) -> int:

@@ -27,7 +27,6 @@ import functools
 import hashlib
 import os
 import pickle
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from fisherlab.runs.schema import (
     RUN_JSON,
     SCHEDULE_JSONL,
 )
+from fisherlab.runs.writer import atomic_write_bytes
 
 __all__ = ["CACHE_FILE", "CACHE_FORMAT", "RunCache", "reader_version", "run_key", "user_cache_dir"]
 
@@ -86,20 +86,10 @@ def _digest_name(where: str) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (readers never see half)."""
+    """Write ``data`` to ``path`` atomically, readable by the store's other users (no fsync: a
+    lost cache file is rebuilt)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # readable by the store's other users (mkstemp makes it owner-only)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(path, data, fsync=False, mode=0o644)
 
 
 class RunCache:

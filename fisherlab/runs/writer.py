@@ -63,27 +63,37 @@ def _dumps(record: Any) -> str:
     return json.dumps(record, default=_to_jsonable, allow_nan=True, ensure_ascii=False)
 
 
-def atomic_write_json(path: str | os.PathLike, document: Any, fsync: bool = True) -> None:
-    """Write ``document`` as JSON to ``path`` atomically (temp file + fsync + ``os.replace``).
-
-    ``fsync=False`` skips the fsync: still atomic for readers and against a crashed
-    process, but not durable across a power loss (for synthetic or throw-away stores)."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same directory, flushed,
+    fsynced (unless ``fsync=False``), given ``mode`` if set, then moved over ``path`` with
+    ``os.replace`` -- a reader sees the old or the new file, never a partial one. The one
+    atomic write of the run store, its truncation on resume, the load cache and the sweep."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(document, default=_to_jsonable, indent=1, ensure_ascii=False))
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             if fsync:
                 os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
         raise
+
+
+def atomic_write_json(path: str | os.PathLike, document: Any, fsync: bool = True) -> None:
+    """Write ``document`` as JSON to ``path`` atomically (:func:`atomic_write_bytes`).
+
+    ``fsync=False`` skips the fsync: still atomic for readers and against a crashed
+    process, but not durable across a power loss (for synthetic or throw-away stores)."""
+    text = json.dumps(document, default=_to_jsonable, indent=1, ensure_ascii=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
 def _read_run_json(run_dir: Path) -> dict:
@@ -368,14 +378,5 @@ def _truncate_jsonl(path: Path, from_step: int) -> int:
                 kept.append(stripped + "\n")
             else:
                 dropped += 1
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("".join(kept))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, "".join(kept).encode("utf-8"))
     return dropped

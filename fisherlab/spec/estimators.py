@@ -3,9 +3,12 @@ before anything is built; the estimators themselves are :mod:`fisherlab.fisher.e
 
 from __future__ import annotations
 
-__all__ = ["ESTIMATORS", "check_estimator"]
+__all__ = ["ESTIMATORS", "LABEL_FREE_ESTIMATORS", "check_estimator"]
 
 ESTIMATORS = ("per_example", "exact", "batch", "empirical", "reference")
+#: The estimators that need no data labels (``empirical`` uses them): the ones a probe on
+#: unlabelled target-language inputs can use.
+LABEL_FREE_ESTIMATORS = tuple(name for name in ESTIMATORS if name != "empirical")
 
 
 def check_estimator(name: object, where: str) -> str:

@@ -10,12 +10,13 @@ A run that raises is ``failed`` with the error (traceback on stderr, i.e. in tra
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import sys
 import traceback
 from pathlib import Path
+
+from fisherlab.runs.writer import atomic_write_json
 
 
 def main(argv: list[str]) -> int:
@@ -36,9 +37,7 @@ def main(argv: list[str]) -> int:
     except Exception as err:  # recorded in sweep.json by the parent, as a serial sweep does
         traceback.print_exc()
         result["error"] = f"{type(err).__name__}: {err}"
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result), encoding="utf-8")
-    os.replace(tmp, result_path)
+    atomic_write_json(result_path, result, fsync=False)
     sys.stdout.flush()
     return 0 if result["status"] != "failed" else 1
 
