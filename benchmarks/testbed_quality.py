@@ -100,9 +100,14 @@ def _variants():
         """The default world with the issue-5 language-adapter budget (150 steps, one lr) plus lexical tables."""
         return _with_adapters(default_world_config(seed), steps=150, lexical_lr=None)
 
+    def lexical_250(seed):
+        """The default world with 250-step language adapters (the build budget: 6 minutes on 2 cores)."""
+        return _with_adapters(default_world_config(seed), steps=250)
+
     return {
         "old-default": old_default_world_config,
         "held-out+lexical-150": held_out_lexical_150,
+        "lexical-250": lexical_250,
         "default": default_world_config,
     }
 

@@ -24,10 +24,11 @@ app.add_typer(testbed_app, name="testbed")
 
 @testbed_app.command("build")
 def testbed_build(
-    world: str = typer.Option("default", help="World preset: default or tiny."),
+    world: str = typer.Option("default", help="World preset: default, deep (6 layers) or tiny."),
     seed: int = typer.Option(0, help="World seed (part of the cache key)."),
     out: str = typer.Option(None, help="Testbed directory (default: ~/.cache/fisherlab/testbed/<hash>)."),
-    threads: int = typer.Option(1, help="torch threads for the build (1 is fastest on a loaded 2-core machine)."),
+    threads: int = typer.Option(None, help="Language adapters trained at once, in worker processes (default: the "
+                                           "number of CPU cores). The world does not depend on it."),
     force: bool = typer.Option(False, help="Rebuild even if a complete testbed is cached."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
@@ -42,7 +43,7 @@ def testbed_build(
     build = testbed.manifest["build"]
     typer.echo(f"testbed {testbed.root}")
     typer.echo(f"languages {', '.join(testbed.languages)} (source {testbed.source_language}); built in "
-               f"{build['wall_seconds']:.0f} s wall / {build['cpu_seconds']:.0f} s CPU with {build['threads']} thread(s)")
+               f"{build['wall_seconds']:.0f} s wall / {build['cpu_seconds']:.0f} s CPU ({build['threads']} adapter process(es))")
 
 
 @app.command("fisher")
@@ -260,7 +261,7 @@ def analyze(
 @app.command("demo")
 def demo(
     out: str = typer.Option("fisherlab-demo", help="Output directory: runs/ and report/ go here."),
-    world: str = typer.Option("default", help="Testbed world preset: default or tiny."),
+    world: str = typer.Option("default", help="Testbed world preset: default, deep (6 layers) or tiny."),
     methods: str = typer.Option("standard,gradual,fisher",
                                 help="Comma-separated: standard, gradual, fisher, random, lpft, reverse."),
     seeds: int = typer.Option(2, help="Seeds per method (0..N-1)."),
@@ -268,7 +269,7 @@ def demo(
     k: int = typer.Option(None, help="Unfreezing interval (default: steps // (4 * layers))."),
     probe_every: int = typer.Option(20, help="Measure tr(F) every N steps."),
     probe_batches: int = typer.Option(8, help="Batches per tr(F) measurement."),
-    threads: int = typer.Option(1, help="torch CPU threads (1 is fastest on a loaded 2-core machine)."),
+    threads: int = typer.Option(1, help="torch CPU threads of the training runs (1 is fastest on a loaded 2-core machine)."),
     quiet: bool = typer.Option(False, help="No progress bars."),
     verbose: bool = typer.Option(False, help="Every run's full Trainer output (log dicts, progress bars) on the "
                                              "console instead of RUN_DIR/train.log."),

@@ -60,10 +60,10 @@ def run_demo(out: str | Path = "fisherlab-demo", *, world: str = "default", meth
         if testbed_dir is not None:
             from fisherlab.testbed import build_testbed, world_config
 
-            build_testbed(world_config(world), testbed_dir, threads=threads, progress=progress)
+            build_testbed(world_config(world), testbed_dir, progress=progress)
             task = TestbedTask(testbed_dir)
         else:
-            task = TestbedTask(world=world, threads=threads, progress=progress)
+            task = TestbedTask(world=world, progress=progress)
         budget = task.training_defaults()
         steps = steps or budget["steps"]
         out = Path(out)

@@ -42,7 +42,8 @@ def tiny_testbed(tmp_path_factory):
     """The tiny synthetic world, built once per session (seconds) into a temporary directory."""
     from fisherlab.testbed import build_testbed, tiny_world_config
 
-    return build_testbed(tiny_world_config(seed=0), tmp_path_factory.mktemp("testbed") / "tiny", progress=False)
+    return build_testbed(tiny_world_config(seed=0), tmp_path_factory.mktemp("testbed") / "tiny", threads=1,
+                         progress=False)
 
 
 @pytest.fixture

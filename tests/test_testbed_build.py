@@ -74,6 +74,48 @@ def test_same_settings_build_identical_weights(tiny_testbed, tmp_path):
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_adapter_processes_do_not_change_the_world(tiny_testbed, tmp_path):
+    """Language adapters trained by 2 worker processes: every file of the build is byte-identical to
+    the sequential build's (adapter weights, configs, lexical tables, base), world.json aside (timings)."""
+    import dataclasses
+
+    config = tiny_world_config(seed=0)
+    lexical = dataclasses.replace(config, adapters=dataclasses.replace(config.adapters, lexical=True))
+    sequential = build_testbed(lexical, tmp_path / "one", threads=1, progress=False)
+    parallel = build_testbed(lexical, tmp_path / "two", threads=2, progress=False)
+    files = sorted(p.relative_to(sequential.root) for p in sequential.root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(parallel.root) for p in parallel.root.rglob("*") if p.is_file())
+    assert any(p.name == "lexical_embeddings.safetensors" for p in files)
+    for rel in files:
+        if rel.name != "world.json":
+            assert (sequential.root / rel).read_bytes() == (parallel.root / rel).read_bytes(), rel
+    config_text = (parallel.root / "adapters" / "en" / "adapter_config.json").read_text()
+    assert str(tmp_path) not in config_text  # a stable model_name, not the staging path
+    assert json.loads((parallel.root / "world.json").read_text())["build"]["threads"] == 2
+
+
+def test_training_threads_are_a_world_setting(tiny_testbed, monkeypatch):
+    """TrainSpec.threads is part of the hashed settings unless it is the default 1 (old hashes kept)."""
+    import dataclasses
+
+    config = tiny_world_config(seed=0)
+    two = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, threads=2))
+    assert two.digest() != config.digest()
+    assert "threads" not in config.to_dict()["pretrain"] and two.to_dict()["pretrain"]["threads"] == 2
+    assert type(config).from_dict(two.to_dict()) == two
+    with pytest.raises(ValueError, match="threads"):
+        dataclasses.replace(config.pretrain, threads=0)
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 7)
+    model = language_adapter_model(tiny_testbed.base_dir, "xx", reduction_factor=2, seed=0)
+    tokenizer = tiny_testbed.tokenizer()
+    corpus = encode_corpus(tokenizer, ["a b c"] * 4, 0.0, 0)
+    spec = dataclasses.replace(config.adapters, steps=1, batch_size=2, threads=3)
+    train_mlm(model, corpus, spec, len(tokenizer), seed=0, progress=False)
+    assert seen == [3, 7]  # trained on the spec's threads, the caller's restored
+
+
 def test_second_build_is_a_no_op(tiny_testbed, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("rebuilt a cached testbed")

@@ -165,3 +165,13 @@ def test_code_switching_replaces_only_content_words_and_only_in_pretraining():
     assert switched > 0
     with pytest.raises(ValueError, match="code_switch"):
         LanguageSpec("xx", code_switch=2.0)
+
+
+def test_deep_world_is_the_default_with_enough_layers_for_nine_permutation_schedules():
+    from fisherlab.spec.schedules import count_permutation_schedules
+
+    default, deep = world_config("default"), world_config("deep")
+    assert deep.model.num_layers == 6 and default.model.num_layers == 4
+    assert replace(deep, model=default.model) == default  # nothing else differs
+    assert deep.digest() != default.digest()
+    assert count_permutation_schedules(default.model.num_layers) < 9 <= count_permutation_schedules(6)

@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from fisherlab.tasks.base import ClassificationTask
+from fisherlab.testbed.world import BASE_NAME
 
 
 class TestbedTask(ClassificationTask):
     """``get_task("testbed", path=<testbed dir>)`` or ``get_task("testbed", world="default", seed=0)``.
 
     Without ``path`` the world is built into (or reused from) the cache; with
-    ``build=False`` a missing testbed is an error instead.
+    ``build=False`` a missing testbed is an error instead. ``threads``: language adapters
+    trained at once when building (default: the number of CPU cores; see ``build_testbed``).
     """
 
     __test__ = False  # not a pytest test class
@@ -25,7 +27,7 @@ class TestbedTask(ClassificationTask):
     head = "classification"
 
     def __init__(self, path: str | Path | None = None, *, world: str = "default", seed: int = 0,
-                 build: bool = True, threads: int = 1, progress: bool = False, name: str = "testbed") -> None:
+                 build: bool = True, threads: int | None = None, progress: bool = False, name: str = "testbed") -> None:
         from fisherlab.testbed.cache import build_testbed, default_cache_dir, load_testbed
         from fisherlab.testbed.world import world_config
 
@@ -70,7 +72,7 @@ class TestbedTask(ClassificationTask):
     def model_defaults(self) -> dict[str, Any]:
         """The testbed's base, language adapters and the task-adapter size suited to it."""
         return {"base": self.testbed.base_dir, "lang_adapters": self.testbed.lang_adapters,
-                "model_name": "testbed-encoder",
+                "model_name": BASE_NAME,
                 "source_language": self.source_language,
                 "reduction_factor": self.testbed.config.task.reduction_factor}
 

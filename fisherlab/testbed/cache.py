@@ -101,23 +101,24 @@ def load_testbed(path: str | Path) -> Testbed:
     return Testbed(root, config, manifest)
 
 
-def build_testbed(config: WorldConfig | str = "default", out: str | Path | None = None, *, threads: int = 1,
+def build_testbed(config: WorldConfig | str = "default", out: str | Path | None = None, *, threads: int | None = None,
                   progress: bool = True, force: bool = False, base_from: str | Path | None = None) -> Testbed:
     """Build (or reuse) the testbed for ``config`` in ``out`` (default: cache dir / hash).
 
     A complete testbed with the same hash in ``out`` is reused without work.
-    ``threads`` sets torch's intra-op threads for the build (restored after);
-    on a loaded 2-core machine 1 is much faster than 2. ``base_from``: a built
-    testbed whose settings differ from ``config`` only in the language-adapter
+    ``threads``: how many language adapters train at once (worker processes; default:
+    the number of CPU cores). The torch threads of each training are world settings
+    (``TrainSpec.threads``), so the result does not depend on ``threads``. ``base_from``:
+    a built testbed whose settings differ from ``config`` only in the language-adapter
     and task settings; its pretrained base is copied instead of retrained (the
     build is deterministic, so the result is the same; for measuring variants).
     """
-    import torch
-
     if isinstance(config, str):
         config = world_config(config)
-    if threads < 1:
-        raise TestbedError(f"build_testbed: threads must be >= 1, got {threads}")
+    if threads is None:
+        threads = os.cpu_count() or 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise TestbedError(f"build_testbed: threads must be an integer >= 1, got {threads!r}")
     digest = config.digest()
     root = Path(out).expanduser() if out is not None else default_cache_dir() / digest
     if (root / MANIFEST).is_file() and not force:
@@ -132,15 +133,12 @@ def build_testbed(config: WorldConfig | str = "default", out: str | Path | None 
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = root.parent / f".{root.name}.building-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
         _build_into(config, staging, threads, progress, _reusable_base(config, base_from))
         if root.exists():
             shutil.rmtree(root)
         staging.rename(root)
     finally:
-        torch.set_num_threads(previous_threads)
         shutil.rmtree(staging, ignore_errors=True)
     return load_testbed(root)
 
@@ -157,13 +155,21 @@ def _reusable_base(config: WorldConfig, base_from: str | Path | None) -> Testbed
     return donor
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process plus its finished child processes (the adapter workers)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def _build_into(config: WorldConfig, staging: Path, threads: int, progress: bool,
                 donor: Testbed | None = None) -> dict[str, Any]:
     import adapters
     import torch
     import transformers
 
-    from fisherlab.testbed.lang_adapters import train_world_adapter
+    from fisherlab.testbed.lang_adapters import train_world_adapters
     from fisherlab.testbed.languages import build_languages, corpus
     from fisherlab.testbed.pretrain import (
         MLM_HEAD,
@@ -175,7 +181,7 @@ def _build_into(config: WorldConfig, staging: Path, threads: int, progress: bool
     from fisherlab.testbed.tokenizer import build_tokenizer
     from fisherlab.testbed.world import World
 
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    wall0, cpu0 = time.perf_counter(), _cpu_seconds()
     world = World(config)
     languages = build_languages(config)
     tokenizer = build_tokenizer((w for lang in languages.values() for w in lang.words),
@@ -202,12 +208,9 @@ def _build_into(config: WorldConfig, staging: Path, threads: int, progress: bool
         pretrain_losses = donor.manifest["build"]["pretrain_loss"]  # already summarised
     pretrain_seconds = time.perf_counter() - wall0 - data_seconds
 
-    adapter_paths: dict[str, str] = {}
-    adapter_losses: dict[str, list[float]] = {}
-    for code in languages:
-        rel = f"adapters/{code}"
-        adapter_losses[code] = train_world_adapter(config, base, tokenizer, code, staging / rel, progress)
-        adapter_paths[code] = rel
+    adapter_paths = {code: f"adapters/{code}" for code in languages}
+    adapter_losses = train_world_adapters(config, base, tokenizer, {code: staging / rel for code, rel in adapter_paths.items()},
+                                          processes=threads, progress=progress)
 
     def _ends(losses: list[float]) -> dict[str, float]:
         k = max(1, len(losses) // 10)
@@ -227,7 +230,7 @@ def _build_into(config: WorldConfig, staging: Path, threads: int, progress: bool
         "build": {
             "threads": threads,
             "wall_seconds": round(time.perf_counter() - wall0, 2),
-            "cpu_seconds": round(time.process_time() - cpu0, 2),
+            "cpu_seconds": round(_cpu_seconds() - cpu0, 2),  # this process + its finished workers
             "data_seconds": round(data_seconds, 2),
             "pretrain_seconds": round(pretrain_seconds, 2),
             "pretrain_loss": _ends(pretrain_losses) if donor is None else pretrain_losses,

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from fisherlab.testbed.pretrain import MLM_HEAD, encode_corpus, train_mlm
-from fisherlab.testbed.world import TrainSpec
+from fisherlab.testbed.world import BASE_NAME, TrainSpec
 
 
 def language_adapter_model(base_dir: str | Path, language: str, reduction_factor: int, seed: int,
@@ -73,6 +73,8 @@ def train_language_adapter(base_dir: str | Path, language: str, sentences: Seque
                        progress=progress, lr_overrides=overrides)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # adapter_config.json records the base's name: a stable one, not the build's staging path
+    model.config.name_or_path = BASE_NAME
     model.save_adapter(str(out_dir), language, with_head=False)
     save_lexical(model, language, out_dir)
     return losses
@@ -117,3 +119,41 @@ def testbed_adapter_trainer(testbed, progress: bool = False):
         load_lexical(model, language, path)
 
     return train
+
+
+def _adapter_job(config, base_dir: str, tokenizer, language: str, out_dir: str) -> list[float]:
+    """One language adapter in a worker process (``train_mlm`` uses ``config.adapters.threads``)."""
+    return train_world_adapter(config, base_dir, tokenizer, language, out_dir, progress=False)
+
+
+def train_world_adapters(config, base_dir: str | Path, tokenizer, out_dirs: dict[str, Path], *, processes: int = 1,
+                         progress: bool = True) -> dict[str, list[float]]:
+    """Train every language adapter of the world (``out_dirs``: language -> directory); returns the losses.
+
+    Each adapter depends only on the base, its language's corpus and its own seed, so the
+    adapters are independent: with ``processes >= 2`` they train in that many spawned worker
+    processes. Each training runs on ``config.adapters.threads`` torch threads wherever it
+    runs, so the weights are the same (bit-identical) for every ``processes``.
+    """
+    languages = list(out_dirs)
+    if processes < 2 or len(languages) < 2:
+        return {code: train_world_adapter(config, base_dir, tokenizer, code, out_dirs[code], progress)
+                for code in languages}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    workers = min(processes, len(languages))
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {code: pool.submit(_adapter_job, config, str(base_dir), tokenizer, code, str(out_dirs[code]))
+                   for code in languages}
+        losses = {}
+        with tqdm(total=len(languages), desc=f"language adapters ({workers} processes)", disable=not progress,
+                  leave=False) as bar:
+            for code in languages:
+                losses[code] = futures[code].result()
+                bar.set_postfix_str(code)
+                bar.update()
+    return losses

@@ -87,7 +87,8 @@ def train_mlm(model: torch.nn.Module, corpus: EncodedCorpus, spec: TrainSpec, vo
     """Train the parameters of ``model`` that require grad with MLM for ``spec.steps`` steps.
 
     AdamW, linear warm-up (5%) and decay, gradient norm clipped at 1. Returns the
-    per-step losses. Runs under a forked RNG seeded with ``seed`` (dropout).
+    per-step losses. Runs under a forked RNG seeded with ``seed`` (dropout), on
+    ``spec.threads`` torch threads (restored after; the result depends on it).
     ``lr_overrides`` maps ``id(parameter)`` to its own peak learning rate
     (e.g. a language adapter's lexical embeddings); the rest use ``spec.lr``.
     """
@@ -112,21 +113,26 @@ def train_mlm(model: torch.nn.Module, corpus: EncodedCorpus, spec: TrainSpec, vo
     cursor = 0
     losses: list[float] = []
     model.train()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for _ in tqdm(range(spec.steps), desc=desc, disable=not progress, leave=False):
-            if cursor + spec.batch_size > len(order):
-                order, cursor = torch.randperm(len(corpus), generator=gen), 0
-            indices = order[cursor:cursor + spec.batch_size].tolist()
-            cursor += spec.batch_size
-            batch = mlm_batch(corpus, indices, vocab_size, spec.mask_prob, gen)
-            loss = model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _ in tqdm(range(spec.steps), desc=desc, disable=not progress, leave=False):
+                if cursor + spec.batch_size > len(order):
+                    order, cursor = torch.randperm(len(corpus), generator=gen), 0
+                indices = order[cursor:cursor + spec.batch_size].tolist()
+                cursor += spec.batch_size
+                batch = mlm_batch(corpus, indices, vocab_size, spec.mask_prob, gen)
+                loss = model(**batch).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                losses.append(float(loss.detach()))
+    finally:
+        torch.set_num_threads(previous_threads)
     model.eval()
     return losses
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -73,6 +73,9 @@ class LanguageSpec:
             raise ValueError(f"LanguageSpec({self.code}): sentence counts must be >= 0")
 
 
+#: The testbed encoder's name: run labels (``model``) and the saved adapters' ``model_name``.
+BASE_NAME = "testbed-encoder"
+
 @dataclass(frozen=True)
 class ModelSpec:
     """The tiny BERT-style encoder pretrained on the world."""
@@ -99,11 +102,16 @@ class TrainSpec:
     invertible: bool = True  # seq_bn_inv (MAD-X) rather than seq_bn
     lexical: bool = False  # the adapter carries trained embeddings for its language's private tokens
     lexical_lr: float | None = None  # learning rate of those embeddings (None: ``lr``)
+    # torch intra-op threads this training runs on. Part of the world: float results depend
+    # on it (the split of each reduction), so a world trains the same on any machine.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or self.reduction_factor < 1:
             raise ValueError(f"TrainSpec: expected steps >= 0, batch_size >= 1, lr > 0, reduction_factor >= 1; "
                              f"got {self.steps}, {self.batch_size}, {self.lr}, {self.reduction_factor}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"TrainSpec.threads: expected an integer >= 1, got {self.threads!r}")
         if self.lexical_lr is not None and self.lexical_lr <= 0:
             raise ValueError(f"TrainSpec.lexical_lr: expected > 0 or None, got {self.lexical_lr}")
 
@@ -169,7 +177,11 @@ class WorldConfig:
         raise ValueError(f"unknown language {code!r}; this world has {list(self.language_codes)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT_VERSION, **dataclasses.asdict(self)}
+        data = {"format": FORMAT_VERSION, **dataclasses.asdict(self)}
+        for key in ("pretrain", "adapters"):
+            if data[key]["threads"] == 1:  # the default: worlds from before the field keep their hash
+                del data[key]["threads"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorldConfig:
@@ -205,6 +217,7 @@ def default_world_config(seed: int = 0) -> WorldConfig:
     only). ``inv`` is a control: fully inverted with no shared tokens at all.
     Language adapters (``seq_bn_inv``, 400 MLM steps) carry lexical tables:
     trained embeddings for their language's private tokens (``lexical.py``).
+    Pretraining runs on 2 torch threads, language adapters on 1 (in parallel processes).
     """
     seen = _seen_languages()
     languages = (
@@ -214,7 +227,8 @@ def default_world_config(seed: int = 0) -> WorldConfig:
         seen[-1],
     )
     adapters = TrainSpec(steps=400, lr=1e-3, pair_prob=0.0, lexical=True, lexical_lr=1e-2)
-    return WorldConfig(languages=languages, seed=seed, adapters=adapters)
+    # pretraining on 2 threads (a world setting, see TrainSpec.threads): the build fits 6 minutes on 2 cores
+    return WorldConfig(languages=languages, seed=seed, pretrain=TrainSpec(steps=2_000, threads=2), adapters=adapters)
 
 
 def _seen_languages() -> tuple[LanguageSpec, ...]:
@@ -263,11 +277,24 @@ def tiny_world_config(seed: int = 0) -> WorldConfig:
     )
 
 
-WORLD_PRESETS = {"default": default_world_config, "tiny": tiny_world_config}
+def deep_world_config(seed: int = 0) -> WorldConfig:
+    """The default world with a 6-layer encoder: for studies that need more layers.
+
+    The FUN paper's permutation study (footnote 9: top layer first, the next from
+    ``{L-2, L-3}``, the rest in random order, top-down excluded) has only
+    ``2 * (L-2)! - 1`` distinct schedules: 3 for the default 4-layer encoder, 11 for
+    6 layers, so its 9 sampled schedules need at least 5 layers. Everything else
+    (languages, corpora, lexical language adapters, task) is the default world's.
+    """
+    default = default_world_config(seed)
+    return replace(default, model=replace(default.model, num_layers=6))
+
+
+WORLD_PRESETS = {"default": default_world_config, "deep": deep_world_config, "tiny": tiny_world_config}
 
 
 def world_config(name: str, seed: int = 0) -> WorldConfig:
-    """A preset by name (``default`` or ``tiny``)."""
+    """A preset by name (``default``, ``deep`` or ``tiny``)."""
     if name not in WORLD_PRESETS:
         raise ValueError(f"world: unknown preset {name!r}; expected one of {sorted(WORLD_PRESETS)}")
     return WORLD_PRESETS[name](seed=seed)
