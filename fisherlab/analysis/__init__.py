@@ -15,6 +15,7 @@ from fisherlab.analysis.loading import (
     load_runs,
     parse_strategy,
 )
+from fisherlab.analysis.locate import RUNS_ENV, find_run_store
 from fisherlab.analysis.runset import RunSet
 from fisherlab.analysis.schedules import (
     count_permutation_schedules,
@@ -36,6 +37,7 @@ from fisherlab.analysis.tables import language_table, result_table
 __all__ = [
     "FEATURES",
     "NoRunsError",
+    "RUNS_ENV",
     "RunSet",
     "benjamini_hochberg",
     "centred_moving_average",
@@ -46,6 +48,7 @@ __all__ = [
     "count_permutation_schedules",
     "curve_features",
     "features_wide",
+    "find_run_store",
     "flatten_config",
     "group_runs",
     "hill_width",
