@@ -217,7 +217,8 @@ def default_world_config(seed: int = 0) -> WorldConfig:
     only). ``inv`` is a control: fully inverted with no shared tokens at all.
     Language adapters (``seq_bn_inv``, 400 MLM steps) carry lexical tables:
     trained embeddings for their language's private tokens (``lexical.py``).
-    Pretraining runs on 2 torch threads, language adapters on 1 (in parallel processes).
+    Every training runs on 1 torch thread (``TrainSpec.threads``; the language adapters
+    can train in parallel processes).
     """
     seen = _seen_languages()
     languages = (
@@ -227,8 +228,7 @@ def default_world_config(seed: int = 0) -> WorldConfig:
         seen[-1],
     )
     adapters = TrainSpec(steps=400, lr=1e-3, pair_prob=0.0, lexical=True, lexical_lr=1e-2)
-    # pretraining on 2 threads (a world setting, see TrainSpec.threads): the build fits 6 minutes on 2 cores
-    return WorldConfig(languages=languages, seed=seed, pretrain=TrainSpec(steps=2_000, threads=2), adapters=adapters)
+    return WorldConfig(languages=languages, seed=seed, adapters=adapters)
 
 
 def _seen_languages() -> tuple[LanguageSpec, ...]:
