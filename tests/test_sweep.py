@@ -289,3 +289,30 @@ def test_slurm_builds_one_job_per_unfinished_run(testbed4, tmp_path, monkeypatch
     assert [args[0].name for _, args in submitted] == ["standard-s1", "gradual-s0", "gradual-s1"]
     jobs = {r["name"]: r.get("job_id") for r in _manifest(out)["runs"]}
     assert jobs == {"standard-s0": None, "standard-s1": "101", "gradual-s0": "102", "gradual-s1": "103"}
+
+
+def test_quiet_console_still_writes_each_runs_log(tmp_path, capsys):
+    """--quiet silences the console; a run's output still lands in its train.log (not on the terminal)."""
+    import logging
+
+    from fisherlab.sweep.console import LOG_FILE, SweepConsole
+    from fisherlab.sweep.plan import PlannedRun
+
+    run = PlannedRun(name="standard-s0", run_dir=tmp_path / "standard-s0", strategy="standard", method="standard",
+                     seed=0, sweep_dir=tmp_path)
+    handler = logging.StreamHandler()  # a terminal handler, as transformers installs one
+    logger = logging.getLogger("fisherlab.test_quiet")
+    logger.addHandler(handler)
+    try:
+        with SweepConsole([run], enabled=False) as console:
+            with console.run(run) as callbacks:
+                print("trainer says hello")
+                logger.warning("logged warning")
+            console.finished(run, {"status": "trained"})
+    finally:
+        logger.removeHandler(handler)
+    assert callbacks == []
+    captured = capsys.readouterr()
+    assert "hello" not in captured.out + captured.err and "logged warning" not in captured.err
+    log = (tmp_path / "standard-s0" / LOG_FILE).read_text()
+    assert "trainer says hello" in log and "logged warning" in log

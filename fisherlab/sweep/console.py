@@ -109,18 +109,22 @@ class SweepConsole:
 
     @contextlib.contextmanager
     def run(self, run: PlannedRun) -> Iterator[list[Any]]:
-        """Around one run: yields the extra Trainer callbacks; output goes to ``train.log`` unless verbose."""
+        """Around one run: yields the extra Trainer callbacks; output goes to ``train.log`` unless verbose
+        (also when the console is off: quiet means nothing on the console, not a lost log)."""
         self.index += 1
         self._progress = _Progress()
-        if not self.enabled:
+        if self.verbose:
+            if self.enabled:
+                print(f"sweep [{self.index}/{len(self.plan)}] {run.name} ({run.strategy})", file=self.stream,
+                      flush=True)
             yield []
             return
-        if self.verbose:
-            print(f"sweep [{self.index}/{len(self.plan)}] {run.name} ({run.strategy})", file=self.stream, flush=True)
-            yield []
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.enabled:
+            with _log_to(run.run_dir / LOG_FILE):
+                yield []
             return
         self._refresh(run)
-        run.run_dir.mkdir(parents=True, exist_ok=True)
         with _log_to(run.run_dir / LOG_FILE):
             yield [_callback(self._progress, lambda: self._refresh(run))]
 
