@@ -69,6 +69,7 @@ def prepare_run(config: RunConfig) -> Prepared:
 
     from fisherlab.blocks import BlockMap
     from fisherlab.models import MadxError, build_madx
+    from fisherlab.regularisers.base import RegulariserError
     from fisherlab.regularisers.strings import regulariser_from_spec
     from fisherlab.spec.budget import resolve_interval
     from fisherlab.spec.strategies import StrategyError, strategy_from_string
@@ -114,7 +115,12 @@ def prepare_run(config: RunConfig) -> Prepared:
     train_dataset = subset(train_dataset, config.task.max_train_samples, config.training.seed)
     if config.task.max_eval_samples:
         eval_dataset = eval_dataset.select(range(min(config.task.max_eval_samples, len(eval_dataset))))
-    regularisers = [regulariser_from_spec(spec, tokenizer=tokenizer) for spec in config.regulariser_specs()]
+    regularisers = []
+    for spec in config.regulariser_specs():
+        try:
+            regularisers.append(regulariser_from_spec(spec, tokenizer=tokenizer))
+        except RegulariserError as err:  # e.g. mvr with a tokenizer it cannot re-segment: name the field
+            raise ConfigError(f"regularisers: {spec.to_string()!r} cannot be built for this run: {err}") from err
     return Prepared(config, task, model, blocks, tokenizer, source, languages, train_dataset, eval_dataset,
                     strategy, regularisers)
 

@@ -164,3 +164,16 @@ def _final_trace(ctx: _Context) -> pd.DataFrame:
     from fisherlab.analysis.final import final_traces
 
     return final_traces(ctx.runset, layer_curves=_curves(ctx), window=ctx.options.window)
+
+
+#: ``trace_scope`` of :func:`fisherlab.analysis.final.final_traces` -> what the x axis sums.
+_SCOPE_TEXT = {"whole_model": "whole model", "trainable_layers": "sum over trainable layer blocks"}
+
+
+def final_trace_scope_text(scopes: Iterable[str]) -> str:
+    """What a final tr(F) axis holds, from the ``trace_scope`` values of its points: one scope's
+    text, or both rules when fully fine-tuned and adapter runs share the axis."""
+    found = sorted({str(s) for s in scopes})
+    if len(found) == 1:
+        return _SCOPE_TEXT.get(found[0], found[0])
+    return "whole model (full FT) or trainable layer blocks"

@@ -19,9 +19,11 @@ from fisherlab.report.context import (
     _features,
     _final_trace,
     _pick_column,
+    final_trace_scope_text,
 )
 from fisherlab.report.languages import LANGUAGE_FIGURES
 from fisherlab.report.options import (
+    FPEN_COLUMN,
     REGULARISER_COLUMNS,
     WEIGHT_COLUMNS,
 )
@@ -223,6 +225,10 @@ def _panel_stats(stats: pd.DataFrame | None) -> pd.DataFrame | None:
     return out
 
 
+_SCOPE_NOTE = ("fully fine-tuned runs: every block summed, embeddings, layers, pooler and head; "
+               "adapter runs: the trainable layer blocks, head excluded")
+
+
 def _fig_regulariser(ctx: _Context) -> Drawn:
     from fisherlab.plots import plot_trace_vs_accuracy
 
@@ -234,6 +240,10 @@ def _fig_regulariser(ctx: _Context) -> Drawn:
     weight_col = _pick_column(runs.columns, ctx.options.weight_column, WEIGHT_COLUMNS, "weight")
     cols = ["run_id", kind_col] + ([weight_col] if weight_col else [])
     data = runs[cols].rename(columns={kind_col: "regulariser", **({weight_col: "weight"} if weight_col else {})})
+    fpen_labels = bool(weight_col) and ctx.options.weight_column is None and FPEN_COLUMN in runs.columns
+    if fpen_labels:  # Fisher penalty points carry the note's weight (fpen), whatever fisherlab's alpha was
+        fpen = pd.to_numeric(runs[FPEN_COLUMN], errors="coerce").to_numpy(dtype=float)
+        data["weight"] = np.where(np.isfinite(fpen), fpen, pd.to_numeric(data["weight"], errors="coerce"))
     data["regulariser"] = data["regulariser"].astype(object).where(data["regulariser"].notna(), "none").astype(str)
     if set(data["regulariser"]) <= {"none"}:  # train.py writes kind "none" for unregularised runs
         raise SkipFigure(f"no regulariser runs (every run has {kind_col} = 'none')")
@@ -243,15 +253,18 @@ def _fig_regulariser(ctx: _Context) -> Drawn:
     if data.empty:
         raise SkipFigure("no regulariser run has both a final tr(F) and a source-language result")
     stats = _point_stats(ctx, data, "final_trace", "source_score")
+    scope = final_trace_scope_text(data["trace_scope"])
     fig = plot_trace_vs_accuracy(data, x="final_trace", y="source_score", regulariser="regulariser",
                                  weight="weight" if weight_col else None, stats=stats,
                                  estimator_policy=ctx.options.estimator_policy,
                                  n_boot=min(ctx.options.n_boot, 1000), seed=ctx.options.seed,
-                                 palette=ctx.palette, method=ctx.options.correlation)
-    return Drawn(fig, f"tr(F) summed over the trainable layer blocks (fully fine-tuned runs: the whole model, "
-                      f"embeddings and head included) at each run's last probe step against the "
-                      f"source-language result; marker and colour = regulariser ({kind_col}), label = "
-                      f"weight ({weight_col or 'not found'}); least-squares line with a 95% bootstrap band; "
+                                 palette=ctx.palette, method=ctx.options.correlation,
+                                 xlabel=f"final tr(F), {scope}")
+    label = f"weight ({weight_col or 'not found'}" + ("; Fisher penalty: fpen, the note's scale)" if fpen_labels
+                                                       else ")")
+    return Drawn(fig, f"tr(F) at each run's last probe step ({scope}; {_SCOPE_NOTE}) against the source-language "
+                      "result; "
+                      f"marker and colour = regulariser ({kind_col}), label = {label}; least-squares line with a 95% bootstrap band; "
                       f"{ctx.options.correlation} r with a bootstrap CI and a permutation p-value in the title.",
                  "runs (one point per run)")
 
@@ -285,13 +298,14 @@ def _fig_two_stage(ctx: _Context) -> Drawn:
         ctx.meta[["run_id", "model", "task", "estimator"]], on="run_id")
     if data.empty:
         raise SkipFigure("no two-stage run has tr(F) measurements")
+    scope = final_trace_scope_text(data["trace_scope"])
     fig = plot_two_stage_gain(data, x="final_trace", y="gain", hue="language",
                               estimator_policy=ctx.options.estimator_policy,
                               n_boot=min(ctx.options.n_boot, 1000), seed=ctx.options.seed,
-                              method=ctx.options.correlation)
+                              method=ctx.options.correlation, xlabel=f"tr(F) after the source stage, {scope}")
     return Drawn(fig, f"Gain on the target language from the second (target-language) stage (metrics "
-                      f"rows with split {split!r}, last step) against tr(F) summed over the trainable layer blocks "
-                      f"at the last probe of the run. The {ctx.options.correlation} r and p in the title treat "
+                      f"rows with split {split!r}, last step) against tr(F) at the last probe of the run "
+                      f"({scope}; {_SCOPE_NOTE}). The {ctx.options.correlation} r and p in the title treat "
                       "every point as independent, although the languages of one run share its tr(F).",
                  "runs x target languages (one point each)")
 

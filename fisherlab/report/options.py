@@ -30,6 +30,10 @@ FIGURES: dict[str, str] = {
 #: ``weight_column`` name other run columns.
 REGULARISER_COLUMNS = ("regulariser",)
 WEIGHT_COLUMNS = ("regulariser_weight",)
+#: Run column with a Fisher penalty's weight on Stickland & Murray's scale (``fpen``, written by
+#: ``RunConfig.to_dict`` under ``regulariser.fpen``); the ``regulariser`` figure labels Fisher
+#: penalty points with it when the weight column is the default one.
+FPEN_COLUMN = "config.regulariser.fpen"
 
 
 class ReportError(FisherlabError, ValueError):
