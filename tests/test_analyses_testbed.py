@@ -65,7 +65,7 @@ def test_target_fisher_commands_probe_every_target_and_score_fun_on_them():
     assert len(trains) == len(regenerate.TARGET_SEEDS) == int(sweep[sweep.index("--seeds") + 1])
     config = world_config("default")
     targets = [c for c in config.language_codes if c != config.source_language]
-    for seed, argv in zip(regenerate.TARGET_SEEDS, trains):
+    for seed, argv in zip(regenerate.TARGET_SEEDS, trains, strict=True):
         assert argv[argv.index("--seed") + 1] == str(seed)
         strategy = strategy_from_string(argv[argv.index("--strategy") + 1])
         assert strategy.label == "fisher_target" and list(strategy.languages) == targets

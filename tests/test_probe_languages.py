@@ -130,11 +130,15 @@ def test_old_store_reads_as_source_only(tmp_path):
 
 
 def test_config_fields_parse_and_validate(tmp_path):
+    import yaml
+
     from fisherlab.config import ConfigError, parse_config, probe_language_list, validate_static
 
-    config = parse_config("analyses/target-fisher/base.yaml", ["--run_dir", str(tmp_path / "r")])
+    path = "analyses/target-fisher/base.yaml"
+    config = parse_config(path, ["--run_dir", str(tmp_path / "r")])
     validate_static(config)
-    assert probe_language_list(config) == ["all"] and config.probe.probe_language_examples == 256
+    written = yaml.safe_load(open(path))["probe_language_examples"]
+    assert probe_language_list(config) == ["all"] and config.probe.probe_language_examples == written > 0
     good = ["--run_dir", str(tmp_path / "r"), "--probe_every", "5"]
     assert probe_language_list(parse_config(None, [*good, "--probe_languages", "sw, th"])) == ["sw", "th"]
     bad = {("--probe_languages", "sw", "--probe_estimator", "empirical"): "probe_languages",

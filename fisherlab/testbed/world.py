@@ -76,6 +76,7 @@ class LanguageSpec:
 #: The testbed encoder's name: run labels (``model``) and the saved adapters' ``model_name``.
 BASE_NAME = "testbed-encoder"
 
+
 @dataclass(frozen=True)
 class ModelSpec:
     """The tiny BERT-style encoder pretrained on the world."""
