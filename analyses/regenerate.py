@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python analyses/regenerate.py                      # everything (about an hour on 2 CPU cores)
+    python analyses/regenerate.py                      # everything (~115 min of CPU: an hour or more on 2 cores)
     python analyses/regenerate.py --only fun,target-fisher --jobs 2
 
 Parts, in order (each replaces its ``artifacts/<part>/`` folder; the others are left alone):
