@@ -99,9 +99,17 @@ def test_preset_catalogue_and_unknown_name():
 
 
 # -- (3) per-method overrides in one sweep ----------------------------------------------------
-def test_plan_sweep_applies_per_method_k_and_fields(tmp_path):
+def _tiny(testbed) -> dict:
+    """Base fields that point the sweep at the session's tiny testbed (planning resolves the task:
+    without them it would build the default world)."""
+    import json
+
+    return {"task": "testbed", "task_options": json.dumps({"path": str(testbed.root)})}
+
+
+def test_plan_sweep_applies_per_method_k_and_fields(tmp_path, tiny_testbed):
     plan = plan_sweep(None, methods=["standard", "lpft", "gradual", "fisher"], seeds=[0], k=7,
-                      out=tmp_path / "runs", overrides={"learning_rate": 1e-3},
+                      out=tmp_path / "runs", overrides={"learning_rate": 1e-3, **_tiny(tiny_testbed)},
                       method_overrides={"lpft": {"k": 25}, "fisher": {"k": 50, "learning_rate": 1e-5,
                                                                      "num_train_epochs": 9}})
     by = {r.method: r for r in plan}
@@ -118,9 +126,10 @@ def test_plan_sweep_applies_per_method_k_and_fields(tmp_path):
     ({"fisher": {"k": 0}}, r"method_overrides.fisher.k: must be a positive integer"),
     ({"fisher": {"seed": 3}}, "set per run by the sweep"),
 ])
-def test_bad_method_overrides_fail_at_planning(tmp_path, overrides, match):
+def test_bad_method_overrides_fail_at_planning(tmp_path, overrides, match, tiny_testbed):
     with pytest.raises(ConfigError, match=match):
-        plan_sweep(None, methods=["standard", "fisher"], k=5, out=tmp_path, method_overrides=overrides)
+        plan_sweep(None, methods=["standard", "fisher"], k=5, out=tmp_path, method_overrides=overrides,
+                   overrides=_tiny(tiny_testbed))
 
 
 def test_sweep_file_merges_preset_and_own_overrides(tmp_path):
