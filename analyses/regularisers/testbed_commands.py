@@ -86,7 +86,7 @@ if __name__ == "__main__":  # print the commands, one a line (shell-quoted)
     import shlex
     import sys
 
-    target = sys.argv[1] if len(sys.argv) > 1 else "artifacts/analyses/regularisers/runs"
+    target = sys.argv[1] if len(sys.argv) > 1 else "artifacts/regularisers/runs"
     for argv in commands(target):
         print(shlex.join(argv))
     print(shlex.join(report_command(target, str(Path(target).parent / "report"))))
