@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `python analyses/regenerate.py` from a checkout that is not pip-installed
 ARTIFACTS = REPO / "artifacts"
 RUN_FILES = ("run.json", "fisher.jsonl", "schedule.jsonl", "metrics.jsonl", "results.json")
 STORE_FILES = ("sweep.json",)
@@ -113,16 +114,16 @@ def copy_store(source: Path, target: Path) -> int:
     return runs
 
 
-def report(part: str, *figures: str, baseline: str | None = "standard") -> None:
+def report(part: str, argv: list[str] | None = None) -> None:
+    """Replace ``artifacts/<part>/report`` with ``fisherlab analyze`` of ``artifacts/<part>/runs``
+    (``argv``: the study's own analyze command, starting with "fisherlab")."""
     out = ARTIFACTS / part / "report"
     if out.exists():
         shutil.rmtree(out)
-    args = ["analyze", f"artifacts/{part}/runs", "--out", f"artifacts/{part}/report", "--no-progress"]
-    if baseline:
-        args += ["--baseline", baseline]
-    if figures:
-        args += ["--figures", ",".join(figures)]
-    fisherlab(*args)
+    if argv is None:
+        argv = ["fisherlab", "analyze", f"artifacts/{part}/runs", "--out", f"artifacts/{part}/report",
+                "--no-progress", "--baseline", "standard"]
+    fisherlab(*argv[1:])
 
 
 def _load(path: Path):
@@ -159,10 +160,7 @@ def part_regularisers(staging: Path, jobs: int) -> None:
     run_pool(study.commands(str(out)), jobs, staging / "regularisers" / "logs")
     n = copy_store(out, ARTIFACTS / "regularisers" / "runs")
     print(f"  regularisers: {n} runs", flush=True)
-    argv = study.report_command("artifacts/regularisers/runs", "artifacts/regularisers/report")
-    if (ARTIFACTS / "regularisers" / "report").exists():
-        shutil.rmtree(ARTIFACTS / "regularisers" / "report")
-    fisherlab(*argv[1:])
+    report("regularisers", study.report_command("artifacts/regularisers/runs", "artifacts/regularisers/report"))
 
 
 TARGET_SEEDS = tuple(range(5))  # the sweep's --seeds 5
@@ -171,7 +169,6 @@ TARGET_K = 25
 
 def target_fisher_commands(out: Path) -> list[list[str]]:
     """The target-fisher study's runs: the paper's methods by sweep, FUN by target-language tr(F) by train."""
-    sys.path.insert(0, str(REPO))
     from fisherlab.testbed.world import world_config
 
     config = world_config("default")
@@ -188,10 +185,8 @@ def target_fisher_commands(out: Path) -> list[list[str]]:
 
 def part_target_fisher(staging: Path, jobs: int) -> None:
     out = staging / "target-fisher" / "runs"
-    commands = target_fisher_commands(out)
-    sweep, trains = commands[0], commands[1:]
-    sweep_jobs = [*sweep, "--jobs", str(jobs)]
-    fisherlab(*sweep_jobs[1:])
+    sweep, *trains = target_fisher_commands(out)
+    fisherlab(*sweep[1:], "--jobs", str(jobs))
     run_pool(trains, jobs, staging / "target-fisher" / "logs")
     n = copy_store(out, ARTIFACTS / "target-fisher" / "runs")
     print(f"  target-fisher: {n} runs", flush=True)

@@ -120,13 +120,12 @@ class SweepConsole:
             yield []
             return
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self.enabled:
-            with _log_to(run.run_dir / LOG_FILE):
-                yield []
-            return
-        self._refresh(run)
+        callbacks = []
+        if self.enabled:
+            self._refresh(run)
+            callbacks = [_callback(self._progress, lambda: self._refresh(run))]
         with _log_to(run.run_dir / LOG_FILE):
-            yield [_callback(self._progress, lambda: self._refresh(run))]
+            yield callbacks
 
     def finished(self, run: PlannedRun, record: dict[str, Any]) -> None:
         """One status line for a finished (trained, reused or failed) run."""
